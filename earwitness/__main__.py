@@ -1,0 +1,5 @@
+import sys
+
+from earwitness.cli import main
+
+sys.exit(main())

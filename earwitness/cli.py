@@ -1,0 +1,176 @@
+"""The `earwitness` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from earwitness import __version__
+from earwitness.config import Config, ConfigError, SourceConfig, default_config_path, load_config
+from earwitness.logs import configure_logging
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    return args.handler(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="earwitness",
+        description="On-device acoustic event detection: glass breaking, scratching and unusual sounds.",
+    )
+    parser.add_argument("--version", action="version", version=f"earwitness {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon: listen, detect, send alerts",
+                              description="Listen to the configured sources and send events to the configured sinks "
+                                          "until stopped (SIGTERM/SIGINT) or until every file source has ended.")
+    _add_config_argument(run)
+    run.add_argument("--source", action="append", metavar="SPEC",
+                     help="listen to SPEC instead of the configured sources: 'mic', 'mic:DEVICE' (name or index), "
+                          "'file:PATH' (paced in real time) or '-' (raw s16le 16 kHz mono on stdin); repeatable")
+    run.set_defaults(handler=_run)
+
+    detect = commands.add_parser("detect", help="detect events in audio files, as fast as possible",
+                                 description="Print one JSON line per event: source, label, start_s, end_s, score.")
+    detect.add_argument("files", nargs="+", metavar="FILE", type=Path, help="audio files (any format soundfile reads)")
+    _add_config_argument(detect)
+    detect.set_defaults(handler=_detect)
+
+    config = commands.add_parser("config", help="work with configuration files")
+    config_commands = config.add_subparsers(title="config commands", metavar="COMMAND")
+    check = config_commands.add_parser("check", help="validate a config file; print the errors and exit non-zero if it is bad")
+    check.add_argument("path", type=Path, metavar="PATH")
+    check.set_defaults(handler=_config_check)
+
+    devices = commands.add_parser("devices", help="list audio input devices")
+    devices.set_defaults(handler=_devices)
+    return parser
+
+
+def _add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="PATH",
+                        help="YAML config (default: $EARWITNESS_CONFIG, then /etc/earwitness/config.yaml, "
+                             "then built-in defaults)")
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, Path | None] | None:
+    path = args.config or default_config_path()
+    try:
+        return load_config(path), path
+    except ConfigError as error:
+        print(f"earwitness: invalid config\n{error}", file=sys.stderr)
+        return None
+
+
+def parse_source_spec(spec: str, index: int, total: int) -> SourceConfig:
+    """A `--source` SPEC as a source config, named after what it reads."""
+    if spec == "-":
+        name = "stdin"
+        return SourceConfig(name=name, input="-")
+    if spec == "mic" or spec.startswith("mic:"):
+        device = spec[4:] or None
+        return SourceConfig(name="mic" if total == 1 else f"mic{index}", input="mic", device=device)
+    if spec.startswith("file:"):
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(spec[5:]).stem) or "file"
+        return SourceConfig(name=stem if total == 1 else f"{stem}{index}", input=spec)
+    raise ValueError(f"unknown source {spec!r}: use 'mic', 'mic:DEVICE', 'file:PATH' or '-'")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from earwitness.daemon.service import Daemon
+
+    loaded = _load(args)
+    if loaded is None:
+        return 2
+    config, path = loaded
+    configure_logging(config.log_level)
+    override = None
+    if args.source:
+        try:
+            override = [parse_source_spec(spec, i, len(args.source)) for i, spec in enumerate(args.source, 1)]
+        except ValueError as error:
+            print(f"earwitness: {error}", file=sys.stderr)
+            return 2
+    daemon = Daemon(config, config_path=path, realtime=True, source_override=override)
+    return asyncio.run(daemon.run())
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from earwitness.daemon.events import EventChange, SourceInfo
+    from earwitness.daemon.pipeline import Pipeline
+    from earwitness.daemon.sources import SourceUnavailable, read_audio_blocks
+    from earwitness.detectors import build_detectors
+
+    loaded = _load(args)
+    if loaded is None:
+        return 2
+    config, _path = loaded
+    configure_logging("warning" if config.log_level == "info" else config.log_level)
+    status = 0
+
+    def print_ended(change: EventChange) -> None:
+        if change.type == "end":
+            event = change.event
+            print(json.dumps({"source": event.source.name, "label": event.label, "start_s": round(event.start_s, 3),
+                              "end_s": round(event.end_s or event.start_s, 3), "score": round(event.score, 4)}),
+                  flush=True)
+
+    for file in args.files:
+        source = SourceInfo(str(file), config.sources[0].location)
+        pipeline = Pipeline(source, config, build_detectors(config.detectors), print_ended)
+        try:
+            for block in read_audio_blocks(file):
+                pipeline.process(block)
+        except SourceUnavailable as error:
+            print(f"earwitness: {error}", file=sys.stderr)
+            status = 1
+        finally:
+            pipeline.finish()
+    return status
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    names = ", ".join(f"{s.name} ({s.input}, {'on' if s.enabled and config.sensors_enabled else 'off'})" for s in config.sources)
+    print(f"{args.path}: OK; sources: {names}")
+    return 0
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from earwitness.daemon.sources import SourceUnavailable, import_sounddevice
+
+    try:
+        sounddevice = import_sounddevice()
+        devices = list(sounddevice.query_devices())
+        default_input = sounddevice.default.device[0]
+    except SourceUnavailable as error:
+        print(f"earwitness: {error}", file=sys.stderr)
+        return 1
+    inputs = [(i, d) for i, d in enumerate(devices) if d["max_input_channels"] > 0]
+    if not inputs:
+        print("no audio input devices found (is a microphone connected, and is the user in the 'audio' group?)")
+        return 1
+    for index, device in inputs:
+        marker = "*" if index == default_input else " "
+        print(f"{marker} {index:3d}  {device['name']}  ({device['max_input_channels']} ch, {device['default_samplerate']:.0f} Hz)")
+    print("* default input; use the index or (part of) the name as a source's 'device'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The configuration schema, validated at load with precise errors.
+
+Every key has a default, so an empty file (or none at all) gives a working daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+DEFAULT_CONFIG_PATHS = (Path("/etc/earwitness/config.yaml"),)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be read or does not validate; the message names the key path."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(StrictModel):
+    """One audio input with its own pipeline."""
+
+    name: str = Field("default", pattern=NAME_PATTERN)
+    input: str = "mic"
+    device: str | int | None = None
+    location: str = "home"
+    enabled: bool = True
+    loop: bool = False
+    queue_s: float = Field(2.0, gt=0)
+
+    @field_validator("input")
+    @classmethod
+    def _known_input(cls, value: str) -> str:
+        if value in ("mic", "-") or (value.startswith("file:") and len(value) > 5):
+            return value
+        raise ValueError("must be 'mic', '-' (raw s16le 16 kHz mono on stdin) or 'file:PATH'")
+
+
+class WindowConfig(StrictModel):
+    length_s: float = Field(1.0, gt=0, le=10)
+    hop_s: float = Field(0.25, gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _hop_within_window(self) -> "WindowConfig":
+        if self.hop_s > self.length_s:
+            raise ValueError(f"hop_s ({self.hop_s}) must not exceed length_s ({self.length_s})")
+        return self
+
+
+class EnergyDetectorConfig(StrictModel):
+    """Onset/level detector: scores how far a window's level rises above the noise floor."""
+
+    type: Literal["energy"] = "energy"
+    label: str = Field("loud", pattern=NAME_PATTERN)
+    rise_db: float = Field(20.0, gt=0)
+    min_level_dbfs: float = Field(-70.0, le=0)
+    floor_adapt_s: float = Field(30.0, gt=0)
+
+
+DetectorConfig = Annotated[Union[EnergyDetectorConfig], Field(discriminator="type")]
+
+
+_DETECTOR_UNION = get_args(DetectorConfig)[0]
+_DETECTOR_TYPES = {member.model_fields["type"].default for member in get_args(_DETECTOR_UNION) or (_DETECTOR_UNION,)}
+
+
+class LabelEventConfig(StrictModel):
+    """How one label's score stream becomes events. Unset keys fall back to `events.defaults`."""
+
+    threshold: float | None = Field(None, ge=0, le=1)
+    release_ratio: float | None = Field(None, gt=0, le=1)
+    min_duration_s: float | None = Field(None, ge=0)
+    merge_gap_s: float | None = Field(None, ge=0)
+    cooldown_s: float | None = Field(None, ge=0)
+    update_interval_s: float | None = Field(None, gt=0)
+
+
+class EventDefaults(StrictModel):
+    threshold: float | None = Field(None, ge=0, le=1)
+    release_ratio: float = Field(0.7, gt=0, le=1)
+    min_duration_s: float = Field(0.0, ge=0)
+    merge_gap_s: float = Field(0.5, ge=0)
+    cooldown_s: float = Field(2.0, ge=0)
+    update_interval_s: float = Field(1.0, gt=0)
+
+
+class EventsConfig(StrictModel):
+    defaults: EventDefaults = EventDefaults()
+    labels: dict[str, LabelEventConfig] = {}
+
+    def for_label(self, label: str) -> EventDefaults:
+        """The effective settings of one label: its overrides on top of the defaults."""
+        overrides = self.labels.get(label)
+        if overrides is None:
+            return self.defaults
+        return self.defaults.model_copy(update=overrides.model_dump(exclude_none=True))
+
+
+class JsonLinesConfig(StrictModel):
+    enabled: bool = True
+    path: str = "-"
+
+
+class OutputsConfig(StrictModel):
+    jsonl: JsonLinesConfig = JsonLinesConfig()
+
+
+class Config(StrictModel):
+    device_id: str = Field("earwitness", pattern=NAME_PATTERN)
+    sensors_enabled: bool = True
+    state_dir: Path | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig()], min_length=1)
+    windows: WindowConfig = WindowConfig()
+    detectors: list[DetectorConfig] = Field(default_factory=lambda: [EnergyDetectorConfig()], min_length=1)
+    events: EventsConfig = EventsConfig()
+    outputs: OutputsConfig = OutputsConfig()
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_source_names(cls, sources: list[SourceConfig]) -> list[SourceConfig]:
+        names = [source.name for source in sources]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique, repeated: {', '.join(duplicates)}")
+        return sources
+
+    def resolved_state_dir(self) -> Path:
+        """Where durable state lives: the config's, systemd's StateDirectory, or the user's."""
+        if self.state_dir is not None:
+            return self.state_dir
+        if os.environ.get("STATE_DIRECTORY"):
+            return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+        return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "earwitness"
+
+
+def format_validation_error(error: ValidationError, origin: str) -> str:
+    """One line per problem: `origin: key.path: message (got value)`."""
+    lines = []
+    for problem in error.errors():
+        path = ".".join(_path_part(part) for part in problem["loc"] if not _is_union_tag(part))
+        path = re.sub(r"\.\[", "[", path) or "(top level)"
+        got = "" if problem["type"] == "missing" else f" (got {problem['input']!r})"
+        lines.append(f"{origin}: {path}: {problem['msg']}{got}")
+    return "\n".join(lines)
+
+
+def _path_part(part: str | int) -> str:
+    return f"[{part}]" if isinstance(part, int) else str(part)
+
+
+def _is_union_tag(part: str | int) -> bool:
+    """Pydantic puts the discriminator's value (`energy`, ...) in the error path; the user never wrote it."""
+    return part in _DETECTOR_TYPES or (isinstance(part, str) and part.startswith("function-"))
+
+
+def parse_config(data: object, origin: str = "<config>") -> Config:
+    """Validate already-parsed YAML data."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, origin)) from None
+
+
+def load_config(path: Path | str | None) -> Config:
+    """Load and validate a YAML config file; `None` gives the embedded defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config: {error.strerror or error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(data, str(path))
+
+
+def default_config_path() -> Path | None:
+    """The config used when none is given: $EARWITNESS_CONFIG, then /etc/earwitness/config.yaml."""
+    if os.environ.get("EARWITNESS_CONFIG"):
+        return Path(os.environ["EARWITNESS_CONFIG"])
+    return next((path for path in DEFAULT_CONFIG_PATHS if path.exists()), None)

@@ -1,0 +1,1 @@
+"""The streaming daemon: sources, windows, pipeline, event tracking and lifecycle."""

@@ -1,0 +1,87 @@
+"""One source's pipeline: chunks -> windows -> features -> detectors -> event tracker -> emit."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Sequence
+
+import numpy as np
+
+from earwitness import SAMPLE_RATE
+from earwitness.config import Config, SourceConfig
+from earwitness.daemon.events import EventChange, SourceInfo
+from earwitness.daemon.health import SourceStats
+from earwitness.daemon.tracker import EventTracker
+from earwitness.daemon.windows import Window, Windower
+from earwitness.detectors import build_detectors
+from earwitness.detectors.base import Detector
+
+
+class Pipeline:
+    """Processes the audio of one source; events go to `emit` as they start, change and end."""
+
+    def __init__(
+        self,
+        source: SourceInfo,
+        config: Config,
+        detectors: Sequence[Detector],
+        emit: Callable[[EventChange], None],
+        stats: SourceStats | None = None,
+    ) -> None:
+        self.source = source
+        self._config = config
+        self._detectors = list(detectors)
+        self._emit = emit
+        self._stats = stats
+        frontend = next((getattr(d, "frontend") for d in self._detectors if getattr(d, "frontend", None)), None)
+        self._windower = Windower(config.windows.length_s, config.windows.hop_s, frontend)
+        self._tracker: EventTracker | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        return [label for detector in self._detectors for label in detector.labels]
+
+    def models(self) -> dict[str, str]:
+        """The detector (name and version) that scores each label."""
+        return {label: f"{d.name}-{d.version}" for d in self._detectors for label in d.labels}
+
+    def process(self, chunk: np.ndarray) -> None:
+        """Feed one chunk of 16 kHz mono audio; may emit event changes."""
+        if self._tracker is None:
+            started_at = datetime.now(timezone.utc) - timedelta(seconds=len(chunk) / SAMPLE_RATE)
+            self._tracker = self._new_tracker(started_at)
+        for window in self._windower.push(chunk):
+            self._process_window(window)
+
+    def finish(self) -> None:
+        """End every open event: the stream ended or the source was switched off."""
+        if self._tracker is not None:
+            self._tracker.finish()
+
+    def _new_tracker(self, started_at: datetime) -> EventTracker:
+        defaults = {label: t for d in self._detectors for label, t in d.thresholds.items()}
+        return EventTracker(
+            self.source, self._config.device_id, self._config.events, defaults, self.models(), started_at, self._emit
+        )
+
+    def _process_window(self, window: Window) -> None:
+        assert self._tracker is not None
+        began = time.perf_counter()
+        for detector in self._detectors:
+            window.features.scores.update(detector.score(window))
+        if self._stats is not None:
+            self._stats.record_window(time.perf_counter() - began)
+        center_s = window.start_s + window.duration_s / 2
+        self._tracker.observe(window.features.scores, center_s, window.end_s, window.features.shared.get("details"))
+
+
+def build_pipeline(
+    config: Config,
+    source: SourceConfig,
+    emit: Callable[[EventChange], None],
+    stats: SourceStats | None = None,
+) -> Pipeline:
+    """A fresh pipeline (detectors with their own state) for one source."""
+    info = SourceInfo(source.name, source.location)
+    return Pipeline(info, config, build_detectors(config.detectors), emit, stats)

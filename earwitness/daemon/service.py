@@ -1,0 +1,302 @@
+"""The daemon: one runner per enabled source, sinks, config reload and the privacy switch.
+
+A source whose sensor is switched off has no runner at all: its stream is closed and
+its buffered audio dropped. The config is reloaded on SIGHUP and when the file changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Callable, Sequence
+
+import structlog
+
+from earwitness.config import Config, ConfigError, SourceConfig, load_config
+from earwitness.daemon.events import EventChange, SensorState, SourceInfo
+from earwitness.daemon.health import Health, SourceStats
+from earwitness.daemon.pipeline import build_pipeline
+from earwitness.daemon.sources import FileSource, SourceUnavailable, open_source
+from earwitness.detectors import build_detectors
+from earwitness.integrations.sinks import Dispatcher, SinkContext, build_sinks
+from earwitness.logs import configure_logging
+
+log = structlog.get_logger(__name__)
+
+CONFIG_POLL_S = 0.5
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 30.0
+PIPELINE_KEYS = ("device_id", "windows", "detectors", "events")
+"""Config sections that every pipeline is built from; a change rebuilds them all."""
+SOURCE_KEYS = ("sources", "sensors_enabled", "log_level")
+
+
+class SourceRunner:
+    """Runs one source's pipeline until the source ends or is stopped; retries live sources that fail."""
+
+    def __init__(self, config: Config, source: SourceConfig, emit: Callable[[EventChange], None], stats: SourceStats, realtime: bool) -> None:
+        self.config = config
+        self.source = source
+        self._emit = emit
+        self.stats = stats
+        self._realtime = realtime
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, on_done: Callable[[], None]) -> None:
+        self.stats.state = "starting"
+        self.task = asyncio.create_task(self._run(), name=f"source-{self.source.name}")
+        self.task.add_done_callback(lambda _task: on_done())
+
+    async def stop(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    @property
+    def finished(self) -> bool:
+        """Ended for good: end of file, or a file that cannot be read."""
+        return self.task is not None and self.task.done() and self.stats.state in ("ended", "failed")
+
+    async def _run(self) -> None:
+        retry_s = RETRY_MIN_S
+        name = self.source.name
+        while True:
+            audio = open_source(self.source, self._realtime)
+            try:
+                pipeline = build_pipeline(self.config, self.source, self._emit, self.stats)
+            except Exception as error:
+                self._fail(f"cannot build the pipeline: {error}")
+                return
+            try:
+                async with contextlib.aclosing(audio.chunks()) as chunks:
+                    async for chunk in chunks:
+                        if self.stats.state != "listening":
+                            self.stats.state, self.stats.error = "listening", None
+                            log.info("source listening", source=name, input=self.source.input)
+                        pipeline.process(chunk)
+                        self.stats.dropped_frames = audio.dropped_frames
+                        retry_s = RETRY_MIN_S
+                self.stats.state = "ended"
+                log.info("source ended", source=name)
+                return
+            except SourceUnavailable as error:
+                self._fail(str(error))
+            except Exception as error:
+                log.exception("source failed", source=name)
+                self._fail(f"{type(error).__name__}: {error}")
+            finally:
+                pipeline.finish()
+            if isinstance(audio, FileSource):
+                return
+            log.info("source will retry", source=name, in_s=retry_s)
+            await asyncio.sleep(retry_s)
+            retry_s = min(retry_s * 2, RETRY_MAX_S)
+
+    def _fail(self, message: str) -> None:
+        self.stats.state, self.stats.error = "failed", message
+        log.error("source unavailable", source=self.source.name, error=message)
+
+
+class Daemon:
+    """Owns the runners and sinks; applies config changes without restarting the process."""
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        realtime: bool = True,
+        source_override: Sequence[SourceConfig] | None = None,
+    ) -> None:
+        self.health = Health()
+        self._config_path = config_path
+        self._realtime = realtime
+        self._source_override = list(source_override) if source_override else None
+        self._config = self._with_override(config)
+        self._runners: dict[str, SourceRunner] = {}
+        self._remote_sensor: dict[str, bool] = {}
+        self._last_sensor_view: dict[str, bool] = {}
+        self._dispatcher: Dispatcher | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._reload_requested = False
+        self._config_stamp = self._stat_config()
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT, or until every source has ended; returns the exit code."""
+        self._loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(signum, self.request_stop)
+        self._loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self._start_sinks()
+        await self._sync_sources(previous=None)
+        log.info("daemon started", sources=[s.name for s in self._config.sources], config=str(self._config_path))
+        watcher = asyncio.create_task(self._watch_config(), name="config-watch")
+        try:
+            while not self._stop.is_set() and not self._all_finished():
+                await self._changed.wait()
+                self._changed.clear()
+                if self._reload_requested:
+                    self._reload_requested = False
+                    await self._reload("SIGHUP")
+        finally:
+            watcher.cancel()
+            await asyncio.gather(*(runner.stop() for runner in self._runners.values()), return_exceptions=True)
+            self._close_sinks()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                self._loop.remove_signal_handler(signum)
+        failed = [name for name, stats in self.health.sources.items() if stats.state == "failed"]
+        log.info("daemon stopped", failed_sources=failed)
+        return 1 if failed else 0
+
+    def request_stop(self) -> None:
+        log.info("stopping")
+        self._stop.set()
+        self._changed.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._changed.set()
+
+    def set_sensor(self, source: str, enabled: bool) -> None:
+        """Switch one source's sensor at run time (remote control); safe from any thread."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._set_sensor_now, source, enabled)
+
+    def _set_sensor_now(self, source: str, enabled: bool) -> None:
+        if source not in {s.name for s in self._config.sources}:
+            log.warning("sensor command for an unknown source ignored", source=source)
+            return
+        self._remote_sensor[source] = enabled
+        asyncio.ensure_future(self._sync_sources(previous=self._config, reason="remote command"))
+
+    def emit(self, change: EventChange) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.event(change)
+
+    # --- sources -----------------------------------------------------------------
+
+    def _sensor_on(self, config: Config, source: SourceConfig) -> bool:
+        if not config.sensors_enabled:
+            return False
+        return self._remote_sensor.get(source.name, source.enabled)
+
+    async def _sync_sources(self, previous: Config | None, reason: str = "startup") -> None:
+        """Start, stop or restart runners so that they match the config and the privacy switches."""
+        config = self._config
+        rebuild = previous is not None and any(getattr(previous, k) != getattr(config, k) for k in PIPELINE_KEYS)
+        old_sources = {s.name: s for s in previous.sources} if previous else {}
+        new_sources = {s.name: s for s in config.sources}
+        for name in list(self._runners):
+            runner = self._runners[name]
+            source = new_sources.get(name)
+            if source is None or not self._sensor_on(config, source) or rebuild or source != runner.source:
+                await runner.stop()
+                del self._runners[name]
+                if source is None:
+                    self.health.sources.pop(name, None)
+        for name, source in new_sources.items():
+            enabled = self._sensor_on(config, source)
+            was_enabled = previous is not None and name in old_sources and self._was_on(previous, old_sources[name])
+            stats = self.health.source(name, source.location)
+            if enabled and name not in self._runners:
+                runner = SourceRunner(config, source, self.emit, stats, self._realtime)
+                self._runners[name] = runner
+                runner.start(self._changed.set)
+            if not enabled:
+                stats.state, stats.error = "disabled", None
+            if previous is None or enabled != was_enabled:
+                self._dispatch_sensor(source, enabled, reason)
+        self._last_sensor_view = {name: self._sensor_on(config, s) for name, s in new_sources.items()}
+
+    def _was_on(self, previous: Config, source: SourceConfig) -> bool:
+        return self._last_sensor_view.get(source.name, self._sensor_on(previous, source))
+
+    def _dispatch_sensor(self, source: SourceConfig, enabled: bool, reason: str) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.sensor(SensorState(SourceInfo(source.name, source.location), enabled, reason))
+
+    def _all_finished(self) -> bool:
+        sources = self._config.sources
+        return all(name in self._runners and self._runners[name].finished for name in (s.name for s in sources))
+
+    # --- sinks -------------------------------------------------------------------
+
+    def _start_sinks(self) -> None:
+        context = SinkContext(
+            config=self._config,
+            health=self.health,
+            dispatch=self._emit_threadsafe,
+            set_sensor=self.set_sensor,
+            labels=[label for detector in build_detectors(self._config.detectors) for label in detector.labels],
+        )
+        self._dispatcher = Dispatcher(build_sinks(context), self.health)
+        self._dispatcher.start()
+
+    def _emit_threadsafe(self, change: EventChange) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.emit, change)
+
+    def _close_sinks(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.close()
+            self._dispatcher = None
+
+    # --- config reload -------------------------------------------------------------
+
+    def _with_override(self, config: Config) -> Config:
+        if self._source_override is None:
+            return config
+        return config.model_copy(update={"sources": self._source_override})
+
+    def _stat_config(self) -> tuple[int, int] | None:
+        if self._config_path is None:
+            return None
+        try:
+            stat = os.stat(self._config_path)
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
+
+    async def _watch_config(self) -> None:
+        while True:
+            await asyncio.sleep(CONFIG_POLL_S)
+            stamp = self._stat_config()
+            if stamp != self._config_stamp and stamp is not None:
+                self._config_stamp = stamp
+                await self._reload("config file changed")
+
+    async def _reload(self, reason: str) -> None:
+        if self._config_path is None:
+            log.info("reload requested but no config file is in use", reason=reason)
+            return
+        try:
+            new = self._with_override(load_config(self._config_path))
+        except ConfigError as error:
+            log.error("config reload rejected, the running config stays", reason=reason, error=str(error))
+            return
+        previous = self._config
+        if new == previous:
+            log.info("config reloaded, nothing changed", reason=reason)
+            return
+        self._config = new
+        self._remote_sensor.clear()
+        configure_logging(new.log_level)
+        sinks_changed = any(
+            getattr(previous, k) != getattr(new, k) for k in type(new).model_fields if k not in SOURCE_KEYS
+        )
+        if sinks_changed:
+            self._close_sinks()
+            self._start_sinks()
+        await self._sync_sources(previous, reason=reason)
+        if sinks_changed:
+            for source in new.sources:
+                self._dispatch_sensor(source, self._sensor_on(new, source), reason)
+        log.info("config reloaded", reason=reason, sinks_restarted=sinks_changed)

@@ -1,0 +1,262 @@
+"""Audio sources: microphone, file and stdin, each yielding 16 kHz mono float32 chunks.
+
+`mic` and `-` (stdin) fill a bounded queue from another thread; when the pipeline falls
+behind, the oldest audio is dropped, counted and logged, never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator, Protocol
+
+import numpy as np
+import soundfile
+import soxr
+import structlog
+
+from earwitness import SAMPLE_RATE
+from earwitness.config import SourceConfig
+
+log = structlog.get_logger(__name__)
+
+CHUNK_S = 0.05
+"""Audio is handed to the pipeline in chunks of 50 ms."""
+DROP_LOG_INTERVAL_S = 10.0
+
+
+class SourceUnavailable(Exception):
+    """A source that cannot be opened; the message says what is missing and how to fix it."""
+
+
+class AudioSource(Protocol):
+    dropped_frames: int
+
+    def chunks(self) -> AsyncIterator[np.ndarray]:
+        """Yield 16 kHz mono float32 chunks until the source ends; closing it releases the device."""
+        ...
+
+
+class _Resampler:
+    """Streaming mono resampler to 16 kHz (a no-op at 16 kHz)."""
+
+    def __init__(self, rate: int) -> None:
+        self._stream = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
+
+    def __call__(self, mono: np.ndarray, last: bool = False) -> np.ndarray:
+        mono = np.ascontiguousarray(mono, dtype=np.float32)
+        if self._stream is None:
+            return mono
+        return self._stream.resample_chunk(mono, last=last)
+
+
+def read_audio_blocks(path: str | Path, block_s: float = CHUNK_S) -> Iterator[np.ndarray]:
+    """Read any file soundfile can decode as 16 kHz mono float32 blocks, as fast as possible."""
+    try:
+        audio_file = soundfile.SoundFile(str(path))
+    except (soundfile.LibsndfileError, OSError, RuntimeError) as error:
+        raise SourceUnavailable(f"cannot read audio file {path}: {error}") from None
+    with audio_file:
+        resample = _Resampler(audio_file.samplerate)
+        blocksize = max(1, int(audio_file.samplerate * block_s))
+        for block in audio_file.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
+            yield resample(block.mean(axis=1))
+        tail = resample(np.zeros(0, dtype=np.float32), last=True)
+        if len(tail):
+            yield tail
+
+
+class FileSource:
+    """Audio from a file: paced like a microphone (`realtime`) or as fast as possible."""
+
+    def __init__(self, path: Path, realtime: bool, loop: bool) -> None:
+        self.path = path
+        self.realtime = realtime
+        self.loop = loop
+        self.dropped_frames = 0
+
+    async def chunks(self) -> AsyncIterator[np.ndarray]:
+        if not self.path.is_file():
+            raise SourceUnavailable(f"audio file not found: {self.path}")
+        started = time.monotonic()
+        samples = 0
+        while True:
+            for block in read_audio_blocks(self.path):
+                samples += len(block)
+                if self.realtime:
+                    await asyncio.sleep(max(0.0, started + samples / SAMPLE_RATE - time.monotonic()))
+                else:
+                    await asyncio.sleep(0)
+                yield block
+            if not self.loop:
+                return
+
+
+class _ChunkQueue:
+    """A bounded queue filled from a foreign thread; on overflow the oldest chunk is dropped and counted."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_seconds: float, source: str) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue(maxsize=max(2, int(max_seconds / CHUNK_S)))
+        self._source = source
+        self.dropped_frames = 0
+        self._last_drop_log = float("-inf")
+
+    def put_threadsafe(self, chunk: np.ndarray | None) -> None:
+        self._loop.call_soon_threadsafe(self._put, chunk)
+
+    def _put(self, chunk: np.ndarray | None) -> None:
+        if self._queue.full():
+            dropped = self._queue.get_nowait()
+            self.count_dropped(0 if dropped is None else len(dropped))
+        self._queue.put_nowait(chunk)
+
+    def count_dropped(self, frames: int) -> None:
+        self.dropped_frames += frames
+        now = time.monotonic()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
+            self._last_drop_log = now
+            log.warning("audio dropped: the pipeline fell behind", source=self._source, dropped_frames=self.dropped_frames)
+
+    async def get(self) -> np.ndarray | None:
+        return await self._queue.get()
+
+    def clear(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+
+class StdinSource:
+    """Raw s16le 16 kHz mono from standard input (arecord, ffmpeg, a car's audio bus)."""
+
+    def __init__(self, name: str, queue_s: float, stream: Any = None) -> None:
+        self._name = name
+        self._queue_s = queue_s
+        self._stream = stream if stream is not None else sys.stdin.buffer
+        self._queue: _ChunkQueue | None = None
+
+    @property
+    def dropped_frames(self) -> int:
+        return self._queue.dropped_frames if self._queue else 0
+
+    async def chunks(self) -> AsyncIterator[np.ndarray]:
+        self._queue = _ChunkQueue(asyncio.get_running_loop(), self._queue_s, self._name)
+        threading.Thread(target=self._read, args=(self._queue,), name=f"stdin-{self._name}", daemon=True).start()
+        while (chunk := await self._queue.get()) is not None:
+            yield chunk
+
+    def _read(self, queue: _ChunkQueue) -> None:
+        chunk_bytes = int(SAMPLE_RATE * CHUNK_S) * 2
+        pending = b""
+        fd = self._stream.fileno()
+        while data := os.read(fd, chunk_bytes):
+            pending += data
+            usable = len(pending) - len(pending) % 2
+            if usable:
+                samples = np.frombuffer(pending[:usable], dtype="<i2").astype(np.float32) / 32768.0
+                pending = pending[usable:]
+                queue.put_threadsafe(samples)
+        queue.put_threadsafe(None)
+
+
+def import_sounddevice() -> Any:
+    """Import sounddevice lazily; explain what to install when it or PortAudio is missing."""
+    try:
+        return importlib.import_module("sounddevice")
+    except ImportError as error:
+        raise SourceUnavailable(
+            f"the microphone needs the Python package sounddevice ({error}); install it with: pip install sounddevice"
+        ) from None
+    except OSError as error:
+        raise SourceUnavailable(
+            f"the microphone needs the PortAudio library ({error}); "
+            "install it with: sudo apt-get install libportaudio2"
+        ) from None
+
+
+def resolve_input_device(devices: list[dict[str, Any]], spec: str | int | None, default: int | None) -> int:
+    """Pick an input device by index, by (part of) its name, or the system default."""
+    inputs = {index: device for index, device in enumerate(devices) if device.get("max_input_channels", 0) > 0}
+    if not inputs:
+        raise SourceUnavailable("no audio input device found (is a microphone connected, and is the user in the 'audio' group?)")
+    available = "; ".join(f"{index}: {device['name']}" for index, device in inputs.items())
+    if spec is None:
+        if default is not None and default in inputs:
+            return default
+        return next(iter(inputs))
+    if isinstance(spec, int) or spec.strip().isdigit():
+        index = int(spec)
+        if index in inputs:
+            return index
+        raise SourceUnavailable(f"no input device with index {index}; input devices: {available}")
+    exact = [index for index, device in inputs.items() if device["name"].lower() == spec.lower()]
+    partial = [index for index, device in inputs.items() if spec.lower() in device["name"].lower()]
+    matches = exact or partial
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise SourceUnavailable(f"no input device matches {spec!r}; input devices: {available}")
+    names = "; ".join(f"{index}: {inputs[index]['name']}" for index in matches)
+    raise SourceUnavailable(f"input device {spec!r} is ambiguous, it matches: {names}")
+
+
+class MicSource:
+    """A PortAudio input stream: its callback fills a bounded queue, resampled to 16 kHz."""
+
+    def __init__(self, name: str, device: str | int | None, queue_s: float) -> None:
+        self._name = name
+        self._device = device
+        self._queue_s = queue_s
+        self._queue: _ChunkQueue | None = None
+        self._overflows = 0
+
+    @property
+    def dropped_frames(self) -> int:
+        return self._overflows + (self._queue.dropped_frames if self._queue else 0)
+
+    async def chunks(self) -> AsyncIterator[np.ndarray]:
+        sounddevice = import_sounddevice()
+        try:
+            default_input = sounddevice.default.device[0]
+            index = resolve_input_device(list(sounddevice.query_devices()), self._device, default_input)
+            rate = int(sounddevice.query_devices(index)["default_samplerate"])
+        except sounddevice.PortAudioError as error:
+            raise SourceUnavailable(f"PortAudio cannot list input devices: {error}") from None
+        queue = self._queue = _ChunkQueue(asyncio.get_running_loop(), self._queue_s, self._name)
+        resample = _Resampler(rate)
+
+        def on_audio(indata: np.ndarray, frames: int, _time: Any, status: Any) -> None:
+            if status.input_overflow:
+                self._overflows += frames
+            queue.put_threadsafe(indata[:, 0].copy())
+
+        try:
+            stream = sounddevice.InputStream(
+                device=index, channels=1, samplerate=rate, dtype="float32", blocksize=int(rate * CHUNK_S), callback=on_audio
+            )
+        except sounddevice.PortAudioError as error:
+            raise SourceUnavailable(f"cannot open input device {index}: {error}") from None
+        stream.start()
+        log.info("microphone open", source=self._name, device=index, native_rate=rate)
+        try:
+            while (block := await queue.get()) is not None:
+                yield resample(block)
+        finally:
+            stream.stop()
+            stream.close()
+            queue.clear()
+            log.info("microphone closed", source=self._name, device=index)
+
+
+def open_source(config: SourceConfig, realtime: bool) -> AudioSource:
+    """The source a config entry describes (not yet started: iterate `chunks()` to open it)."""
+    if config.input == "mic":
+        return MicSource(config.name, config.device, config.queue_s)
+    if config.input == "-":
+        return StdinSource(config.name, config.queue_s)
+    return FileSource(Path(config.input.removeprefix("file:")).expanduser(), realtime=realtime, loop=config.loop)

@@ -1,0 +1,132 @@
+"""Turn each label's stream of window scores into events: start, update, end.
+
+Per label: a start threshold with hysteresis (the event holds while the score stays
+above `threshold * release_ratio`), a minimum duration before an event starts, a merge
+gap that bridges short dips, and a cooldown after an event ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable
+
+from earwitness.config import EventDefaults, EventsConfig
+from earwitness.daemon.events import Event, EventChange, SourceInfo
+
+UPDATE_MIN_RISE = 0.05
+"""An update is sent when the peak score has risen by at least this much."""
+
+
+@dataclass
+class _LabelState:
+    candidate_since: float | None = None
+    event: Event | None = None
+    last_active_s: float = 0.0
+    reported_score: float = 0.0
+    last_update_s: float = 0.0
+    cooldown_until_s: float = float("-inf")
+
+
+class EventTracker:
+    """Tracks the events of one source; `observe` is called once per window."""
+
+    def __init__(
+        self,
+        source: SourceInfo,
+        device: str,
+        config: EventsConfig,
+        default_thresholds: dict[str, float],
+        models: dict[str, str],
+        stream_started_at: datetime,
+        emit: Callable[[EventChange], None],
+    ) -> None:
+        self._source = source
+        self._device = device
+        self._models = models
+        self._t0 = stream_started_at
+        self._emit = emit
+        self._settings: dict[str, EventDefaults] = {}
+        self._thresholds: dict[str, float] = {}
+        for label in models:
+            settings = config.for_label(label)
+            self._settings[label] = settings
+            threshold = settings.threshold if settings.threshold is not None else default_thresholds.get(label, 0.5)
+            self._thresholds[label] = threshold
+        self._states = {label: _LabelState() for label in models}
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return dict(self._thresholds)
+
+    def open_events(self) -> list[Event]:
+        return [state.event for state in self._states.values() if state.event is not None]
+
+    def observe(self, scores: dict[str, float], center_s: float, end_s: float, details: dict[str, dict] | None = None) -> None:
+        """Feed one window's scores; `center_s`/`end_s` place the window on the stream."""
+        for label, score in scores.items():
+            if label in self._states:
+                self._observe_label(label, score, center_s, end_s, (details or {}).get(label, {}))
+
+    def finish(self) -> None:
+        """End every open event (end of stream, sensor switched off, shutdown)."""
+        for label, state in self._states.items():
+            if state.event is not None:
+                self._end(label, state)
+
+    def _observe_label(self, label: str, score: float, center_s: float, end_s: float, details: dict) -> None:
+        state = self._states[label]
+        settings = self._settings[label]
+        threshold = self._thresholds[label]
+        holding = score >= threshold * settings.release_ratio
+
+        if state.event is not None:
+            if holding:
+                state.last_active_s = end_s
+                if score > state.event.score:
+                    state.event = state.event.evolve(score=score, details={**state.event.details, **details})
+                if (
+                    state.event.score - state.reported_score >= UPDATE_MIN_RISE
+                    and center_s - state.last_update_s >= settings.update_interval_s
+                ):
+                    self._report(state, "update", center_s)
+            elif end_s - state.last_active_s > settings.merge_gap_s:
+                self._end(label, state)
+            return
+
+        if center_s < state.cooldown_until_s:
+            return
+        if state.candidate_since is None:
+            if score >= threshold:
+                state.candidate_since = center_s
+        elif not holding:
+            state.candidate_since = None
+        if state.candidate_since is not None and center_s - state.candidate_since >= settings.min_duration_s:
+            start_s = state.candidate_since
+            state.candidate_since = None
+            state.event = Event(
+                label=label,
+                source=self._source,
+                device=self._device,
+                model=self._models[label],
+                score=score,
+                start_s=start_s,
+                started_at=self._t0 + timedelta(seconds=start_s),
+                details=dict(details),
+            )
+            state.last_active_s = end_s
+            self._report(state, "start", center_s)
+
+    def _report(self, state: _LabelState, change: str, at_s: float) -> None:
+        assert state.event is not None
+        state.reported_score = state.event.score
+        state.last_update_s = at_s
+        self._emit(EventChange(change, state.event))  # type: ignore[arg-type]
+
+    def _end(self, label: str, state: _LabelState) -> None:
+        assert state.event is not None
+        end_s = max(state.last_active_s, state.event.start_s)
+        state.event = state.event.evolve(end_s=end_s, ended_at=self._t0 + timedelta(seconds=end_s))
+        self._emit(EventChange("end", state.event))
+        state.event = None
+        state.cooldown_until_s = end_s + self._settings[label].cooldown_s

@@ -1,0 +1,28 @@
+"""The detector interface: a window (plus shared features) in, scores per label out."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from earwitness.daemon.windows import Window
+
+
+class Detector(Protocol):
+    """Scores windows of audio.
+
+    `labels` are the labels it can score; `thresholds` its default (calibrated)
+    start threshold per label, which the config's `events` section may override.
+    """
+
+    name: str
+    version: str
+    labels: tuple[str, ...]
+    thresholds: dict[str, float]
+
+    def score(self, window: Window) -> dict[str, float]:
+        """Return a score in [0, 1] per label for this window.
+
+        `window.features` holds the features shared with other detectors
+        (`rms_dbfs`, `logmel`, and what earlier detectors put in `scores` and `shared`).
+        """
+        ...

@@ -1,0 +1,38 @@
+"""Features shared between detectors: computed once per window, on demand."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Callable
+
+import numpy as np
+
+Frontend = Callable[[np.ndarray], np.ndarray]
+"""Maps a window of 16 kHz audio to a feature matrix (for example log-mel, frames x bands)."""
+
+
+class WindowFeatures:
+    """Lazily computed features of one window, plus what earlier detectors left for later ones.
+
+    Detectors run in config order; each may read `scores` (the labels scored so far)
+    and `shared` (for example the classifier's embedding, which the anomaly detector reuses).
+    """
+
+    def __init__(self, audio: np.ndarray, frontend: Frontend | None = None) -> None:
+        self._audio = audio
+        self._frontend = frontend
+        self.scores: dict[str, float] = {}
+        self.shared: dict[str, Any] = {}
+
+    @cached_property
+    def rms_dbfs(self) -> float:
+        """Root-mean-square level of the window in dB relative to full scale."""
+        rms = float(np.sqrt(np.mean(np.square(self._audio, dtype=np.float64))))
+        return 20.0 * np.log10(max(rms, 1e-10))
+
+    @cached_property
+    def logmel(self) -> np.ndarray:
+        """The frontend's feature matrix for this window."""
+        if self._frontend is None:
+            raise RuntimeError("no frontend configured for this pipeline")
+        return self._frontend(self._audio)

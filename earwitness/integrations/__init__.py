@@ -1,0 +1,1 @@
+"""Where events go: sinks (JSON lines, MQTT hubs, captions, clips)."""
