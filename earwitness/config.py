@@ -204,6 +204,23 @@ class HubConfig(StrictModel):
         return self.port if self.port is not None else (8883 if self.tls is not None else 1883)
 
 
+class PrometheusConfig(StrictModel):
+    """An optional Prometheus text endpoint (GET /metrics) with the health figures."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    """Loopback by default; anything else exposes the figures to the network."""
+    port: int = Field(9720, ge=1, le=65535)
+
+
+class HealthConfig(StrictModel):
+    """How `earwitness status` (and Prometheus) reach the running daemon's figures."""
+
+    socket: Path | None = None
+    """null = status.sock in $RUNTIME_DIRECTORY, else $XDG_RUNTIME_DIR/earwitness, else /tmp/earwitness-<uid>."""
+    prometheus: PrometheusConfig = PrometheusConfig()
+
+
 class Config(StrictModel):
     device_id: str = Field("earwitness", pattern=NAME_PATTERN)
     sensors_enabled: bool = True
@@ -214,6 +231,7 @@ class Config(StrictModel):
     detectors: list[DetectorConfig] = Field(default_factory=lambda: [EnergyDetectorConfig()], min_length=1)
     events: EventsConfig = EventsConfig()
     outputs: OutputsConfig = OutputsConfig()
+    health: HealthConfig = HealthConfig()
     hubs: list[HubConfig] = []
 
     @field_validator("sources")
