@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Sequence
 
 import numpy as np
+import structlog
 
 from earwitness import SAMPLE_RATE
 from earwitness.config import Config, SourceConfig
@@ -16,6 +17,8 @@ from earwitness.daemon.tracker import EventTracker
 from earwitness.daemon.windows import Window, Windower
 from earwitness.detectors import build_detectors
 from earwitness.detectors.base import Detector
+
+log = structlog.get_logger(__name__)
 
 
 class Pipeline:
@@ -73,6 +76,8 @@ class Pipeline:
         if self._stats is not None:
             self._stats.record_window(time.perf_counter() - began)
         center_s = window.start_s + window.duration_s / 2
+        log.debug("window", source=self.source.name, start_s=round(window.start_s, 3),
+                  scores={label: round(score, 3) for label, score in window.features.scores.items()})
         self._tracker.observe(window.features.scores, center_s, window.end_s, window.features.shared.get("details"))
 
 

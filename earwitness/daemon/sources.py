@@ -108,7 +108,16 @@ class _ChunkQueue:
         self._last_drop_log = float("-inf")
 
     def put_threadsafe(self, chunk: np.ndarray | None) -> None:
+        """Queue a chunk without waiting (a live device cannot wait): may drop the oldest."""
         self._loop.call_soon_threadsafe(self._put, chunk)
+
+    def put_waiting(self, chunk: np.ndarray | None) -> bool:
+        """Queue a chunk, waiting for room (back-pressure on a pipe); False once the loop is gone."""
+        try:
+            asyncio.run_coroutine_threadsafe(self._queue.put(chunk), self._loop).result()
+            return True
+        except (RuntimeError, asyncio.CancelledError):
+            return False
 
     def _put(self, chunk: np.ndarray | None) -> None:
         if self._queue.full():
@@ -132,7 +141,11 @@ class _ChunkQueue:
 
 
 class StdinSource:
-    """Raw s16le 16 kHz mono from standard input (arecord, ffmpeg, a car's audio bus)."""
+    """Raw s16le 16 kHz mono from standard input (arecord, ffmpeg, a car's audio bus).
+
+    A pipe gets back-pressure instead of drops: when the pipeline is busy the writer
+    waits, so `ffmpeg ... -f s16le - | earwitness run --source -` loses nothing.
+    """
 
     def __init__(self, name: str, queue_s: float, stream: Any = None) -> None:
         self._name = name
@@ -160,8 +173,9 @@ class StdinSource:
             if usable:
                 samples = np.frombuffer(pending[:usable], dtype="<i2").astype(np.float32) / 32768.0
                 pending = pending[usable:]
-                queue.put_threadsafe(samples)
-        queue.put_threadsafe(None)
+                if not queue.put_waiting(samples):
+                    return
+        queue.put_waiting(None)
 
 
 def import_sounddevice() -> Any:

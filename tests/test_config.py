@@ -1,0 +1,85 @@
+"""Config validation: precise errors with the key path, defaults that work."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from earwitness.config import Config, ConfigError, load_config, parse_config
+from tests.daemon_process import earwitness_command
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def config_check(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(earwitness_command("config", "check", str(path)), capture_output=True, text=True, timeout=60)
+
+
+def test_defaults_are_valid() -> None:
+    config = parse_config({})
+    assert config == Config()
+    assert config.windows.hop_s <= 0.25
+    assert config.sources[0].input == "mic"
+
+
+def test_example_config_passes_check() -> None:
+    result = config_check(REPO / "config" / "earwitness.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_unknown_key_names_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("sources:\n  - name: cabin\n    input: mic\n    volume: 11\n")
+    result = config_check(path)
+    assert result.returncode != 0
+    assert "sources[0].volume" in result.stderr
+    assert "Extra inputs are not permitted" in result.stderr
+
+
+def test_wrong_type_names_path_and_value(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("windows:\n  hop_s: quarter\n")
+    result = config_check(path)
+    assert result.returncode != 0
+    assert "windows.hop_s" in result.stderr and "'quarter'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "data, path_in_error",
+    [
+        ({"detectors": [{"type": "energy", "rise_db": -3}]}, "detectors[0].rise_db"),
+        ({"detectors": [{"type": "nonsense"}]}, "detectors[0]"),
+        ({"windows": {"length_s": 0.5, "hop_s": 1.0}}, "windows"),
+        ({"sources": [{"name": "a"}, {"name": "a"}]}, "sources"),
+        ({"sources": [{"input": "microphone"}]}, "sources[0].input"),
+        ({"events": {"labels": {"loud": {"threshold": 1.5}}}}, "events.labels.loud.threshold"),
+        ({"device_id": "my device"}, "device_id"),
+    ],
+)
+def test_invalid_values_are_rejected(data: dict, path_in_error: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(data, "test.yaml")
+    assert f"test.yaml: {path_in_error}" in str(error.value)
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("sources: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(scalar)
+
+
+def test_label_overrides_fall_back_to_defaults() -> None:
+    config = parse_config({"events": {"defaults": {"cooldown_s": 5}, "labels": {"loud": {"threshold": 0.9}}}})
+    loud = config.events.for_label("loud")
+    assert loud.threshold == 0.9 and loud.cooldown_s == 5
+    assert config.events.for_label("other").threshold is None

@@ -1,0 +1,81 @@
+"""Sources: file decoding and resampling, stdin, and the microphone path as far as no sound card allows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from earwitness.daemon import sources
+from earwitness.daemon.sources import SourceUnavailable, import_sounddevice, read_audio_blocks, resolve_input_device
+from tests.audio import write_bursts
+
+DEVICES = [
+    {"name": "HDA Intel PCH: ALC256 Analog (hw:0,0)", "max_input_channels": 2, "default_samplerate": 44100.0},
+    {"name": "HDMI 0", "max_input_channels": 0, "default_samplerate": 48000.0},
+    {"name": "USB Audio Device: Mic (hw:1,0)", "max_input_channels": 1, "default_samplerate": 48000.0},
+    {"name": "USB Audio Device: Line (hw:1,1)", "max_input_channels": 2, "default_samplerate": 48000.0},
+]
+
+
+def test_file_is_resampled_to_16k_mono(tmp_path: Path) -> None:
+    path = write_bursts(tmp_path / "stereo44k.flac", 3.0, [1.0], rate=44_100, channels=2)
+    audio = np.concatenate(list(read_audio_blocks(path)))
+    assert abs(len(audio) - 3 * 16_000) <= 16
+    burst = np.abs(audio[16_000:24_000]).max()
+    assert 0.4 < burst < 0.6, "the tone keeps its level through downmix and resampling"
+    assert np.abs(audio[:15_000]).max() < 0.02
+
+
+def test_unreadable_file_gets_a_clear_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"this is not audio" * 100)
+    with pytest.raises(SourceUnavailable, match="cannot read audio file"):
+        list(read_audio_blocks(garbage))
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [(None, 0), (0, 0), ("2", 2), ("hw:1,1", 3), ("usb audio device: mic (hw:1,0)", 2), ("ALC256", 0)],
+)
+def test_device_selection(spec, expected: int) -> None:
+    assert resolve_input_device(DEVICES, spec, default=0) == expected
+
+
+def test_device_selection_errors() -> None:
+    with pytest.raises(SourceUnavailable, match="no input device with index 1"):
+        resolve_input_device(DEVICES, 1, default=0)
+    with pytest.raises(SourceUnavailable, match="ambiguous"):
+        resolve_input_device(DEVICES, "USB", default=0)
+    with pytest.raises(SourceUnavailable, match="no input device matches 'webcam'.*USB Audio Device: Mic"):
+        resolve_input_device(DEVICES, "webcam", default=0)
+    with pytest.raises(SourceUnavailable, match="no audio input device found"):
+        resolve_input_device(DEVICES[1:2], None, default=None)
+
+
+def test_missing_portaudio_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_portaudio(name: str):
+        raise OSError("PortAudio library not found")
+
+    monkeypatch.setattr(sources.importlib, "import_module", no_portaudio)
+    with pytest.raises(SourceUnavailable, match="apt-get install libportaudio2"):
+        import_sounddevice()
+
+
+def test_missing_sounddevice_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_module(name: str):
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(sources.importlib, "import_module", no_module)
+    with pytest.raises(SourceUnavailable, match="pip install sounddevice"):
+        import_sounddevice()
+
+
+def test_sounddevice_imports_lazily() -> None:
+    """File sources and tests work without PortAudio: nothing imports sounddevice up front."""
+    probe = "import sys, earwitness.cli, earwitness.daemon.service; print('sounddevice' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
