@@ -53,6 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("path", type=Path, metavar="PATH")
     check.set_defaults(handler=_config_check)
 
+    status = commands.add_parser("status", help="show the running daemon's health: sources, hubs, throughput",
+                                 description="Ask the running daemon (through its status socket) for its figures. "
+                                             "Exit status: 0 healthy, 3 a source failed or a hub is disconnected, "
+                                             "1 no daemon answered.")
+    _add_config_argument(status)
+    status.add_argument("--socket", type=Path, metavar="PATH", help="the daemon's status socket (default: health.socket "
+                        "from the config, else $RUNTIME_DIRECTORY, /run/earwitness, $XDG_RUNTIME_DIR/earwitness)")
+    status.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    status.set_defaults(handler=_status)
+
+    install = commands.add_parser("install-service", help="install the systemd service and the default config",
+                                  description="Install earwitness.service (running this installation's earwitness) and "
+                                              "/etc/earwitness/config.yaml from the example if it is absent (an existing "
+                                              "config is never overwritten); print the systemctl commands to run.")
+    install.add_argument("--dry-run", action="store_true", help="print what would be done; write nothing")
+    install.add_argument("--prefix", type=Path, default=Path("/"), metavar="PREFIX",
+                         help="install under PREFIX instead of / (for packaging or a staging root)")
+    install.set_defaults(handler=_install_service)
+
     devices = commands.add_parser("devices", help="list audio input devices")
     devices.set_defaults(handler=_devices)
     return parser
@@ -102,7 +121,15 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"earwitness: {error}", file=sys.stderr)
             return 2
-    daemon = Daemon(config, config_path=path, realtime=True, source_override=override)
+    from earwitness.daemon.status import StatusServer, server_socket_path
+    from earwitness.integrations.prometheus import PrometheusExporter
+    from earwitness.integrations.systemd import SystemdObserver
+
+    observers = [observer for observer in (SystemdObserver.from_env(),) if observer is not None]
+    observers.append(StatusServer(server_socket_path(config.health.socket)))
+    if config.health.prometheus.enabled:
+        observers.append(PrometheusExporter(config.health.prometheus))
+    daemon = Daemon(config, config_path=path, realtime=True, source_override=override, observers=observers)
     return asyncio.run(daemon.run())
 
 
@@ -149,6 +176,30 @@ def _config_check(args: argparse.Namespace) -> int:
     names = ", ".join(f"{s.name} ({s.input}, {'on' if s.enabled and config.sensors_enabled else 'off'})" for s in config.sources)
     print(f"{args.path}: OK; sources: {names}")
     return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from earwitness.daemon.status import StatusUnavailable, client_socket_paths, exit_code, fetch_status, format_status
+
+    configured = args.socket
+    if configured is None and (args.config or default_config_path()):
+        loaded = _load(args)
+        if loaded is None:
+            return 2
+        configured = loaded[0].health.socket
+    try:
+        path, snapshot = fetch_status(client_socket_paths(configured))
+    except StatusUnavailable as error:
+        print(f"earwitness: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(snapshot, indent=2) if args.json else format_status(snapshot, path))
+    return exit_code(snapshot)
+
+
+def _install_service(args: argparse.Namespace) -> int:
+    from earwitness.install import install_service
+
+    return install_service(prefix=args.prefix, dry_run=args.dry_run)
 
 
 def _devices(args: argparse.Namespace) -> int:

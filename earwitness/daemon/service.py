@@ -18,6 +18,7 @@ import structlog
 from earwitness.config import Config, ConfigError, SourceConfig, load_config
 from earwitness.daemon.events import EventChange, SensorState, SourceInfo
 from earwitness.daemon.health import Health, SourceStats
+from earwitness.daemon.observers import DaemonObserver
 from earwitness.daemon.pipeline import build_pipeline
 from earwitness.daemon.sources import FileSource, SourceUnavailable, open_source
 from earwitness.detectors import build_detectors
@@ -37,10 +38,12 @@ SOURCE_KEYS = ("sources", "sensors_enabled", "log_level")
 class SourceRunner:
     """Runs one source's pipeline until the source ends or is stopped; retries live sources that fail."""
 
-    def __init__(self, config: Config, source: SourceConfig, emit: Callable[[EventChange], None], stats: SourceStats, realtime: bool) -> None:
+    def __init__(self, config: Config, source: SourceConfig, emit: Callable[[EventChange], None], stats: SourceStats, realtime: bool,
+                 on_window: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.source = source
         self._emit = emit
+        self._on_window = on_window
         self.stats = stats
         self._realtime = realtime
         self.task: asyncio.Task[None] | None = None
@@ -76,7 +79,10 @@ class SourceRunner:
                         if self.stats.state != "listening":
                             self.stats.state, self.stats.error = "listening", None
                             log.info("source listening", source=name, input=self.source.input)
+                        windows = self.stats.windows
                         pipeline.process(chunk)
+                        if self._on_window is not None and self.stats.windows != windows:
+                            self._on_window(name)
                         self.stats.dropped_frames = audio.dropped_frames
                         retry_s = RETRY_MIN_S
                 self.stats.state = "ended"
@@ -109,8 +115,10 @@ class Daemon:
         config_path: Path | None = None,
         realtime: bool = True,
         source_override: Sequence[SourceConfig] | None = None,
+        observers: Sequence[DaemonObserver] = (),
     ) -> None:
         self.health = Health()
+        self._observers = list(observers)
         self._config_path = config_path
         self._realtime = realtime
         self._source_override = list(source_override) if source_override else None
@@ -129,6 +137,10 @@ class Daemon:
     def config(self) -> Config:
         return self._config
 
+    @property
+    def config_path(self) -> Path | None:
+        return self._config_path
+
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT, or until every source has ended; returns the exit code."""
         self._loop = asyncio.get_running_loop()
@@ -138,6 +150,8 @@ class Daemon:
         self._start_sinks()
         await self._sync_sources(previous=None)
         log.info("daemon started", sources=[s.name for s in self._config.sources], config=str(self._config_path))
+        for observer in self._observers:
+            await self._observe(observer.start, self)
         watcher = asyncio.create_task(self._watch_config(), name="config-watch")
         try:
             while not self._stop.is_set() and not self._all_finished():
@@ -147,6 +161,8 @@ class Daemon:
                     self._reload_requested = False
                     await self._reload("SIGHUP")
         finally:
+            for observer in self._observers:
+                await self._observe(observer.stop)
             watcher.cancel()
             await asyncio.gather(*(runner.stop() for runner in self._runners.values()), return_exceptions=True)
             self._close_sinks()
@@ -207,7 +223,7 @@ class Daemon:
             was_enabled = previous is not None and name in old_sources and self._was_on(previous, old_sources[name])
             stats = self.health.source(name, source.location)
             if enabled and name not in self._runners:
-                runner = SourceRunner(config, source, self.emit, stats, self._realtime)
+                runner = SourceRunner(config, source, self.emit, stats, self._realtime, self._window_done)
                 self._runners[name] = runner
                 runner.start(self._changed.set)
             if not enabled:
@@ -274,6 +290,15 @@ class Daemon:
                 await self._reload("config file changed")
 
     async def _reload(self, reason: str) -> None:
+        for observer in self._observers:
+            await self._observe(observer.reloading, reason)
+        try:
+            await self._apply_reload(reason)
+        finally:
+            for observer in self._observers:
+                await self._observe(observer.reloaded, reason)
+
+    async def _apply_reload(self, reason: str) -> None:
         if self._config_path is None:
             log.info("reload requested but no config file is in use", reason=reason)
             return
@@ -300,3 +325,22 @@ class Daemon:
             for source in new.sources:
                 self._dispatch_sensor(source, self._sensor_on(new, source), reason)
         log.info("config reloaded", reason=reason, sinks_restarted=sinks_changed)
+
+    # --- observers (systemd, status socket, metrics) -----------------------------------------
+
+    def _window_done(self, source: str) -> None:
+        """Called from a source's processing loop after it has processed windows."""
+        for observer in self._observers:
+            try:
+                observer.window(source)
+            except Exception:
+                log.exception("observer failed", observer=type(observer).__name__, action="window")
+
+    @staticmethod
+    async def _observe(hook: Callable[..., object], *args: object) -> None:
+        try:
+            result = hook(*args)
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:
+            log.exception("observer failed", hook=getattr(hook, "__qualname__", str(hook)))

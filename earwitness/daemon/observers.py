@@ -1,0 +1,33 @@
+"""Observers: things that watch the daemon's life cycle without being part of it.
+
+The daemon tells each observer when it has started, when a pipeline has processed
+windows, around a config reload, and when it stops. systemd notification, the status
+socket and the Prometheus endpoint are observers. A failing observer is logged and
+never stops the daemon.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from earwitness.daemon.service import Daemon
+
+
+class DaemonObserver:
+    """Base class with no-op hooks; override what you need. Every hook runs on the daemon's event loop."""
+
+    async def start(self, daemon: "Daemon") -> None:
+        """The sinks are started and a runner exists for every enabled source."""
+
+    def window(self, source: str) -> None:
+        """A source's pipeline has just processed one or more windows (called from the processing loop)."""
+
+    def reloading(self, reason: str) -> None:
+        """A config reload begins (SIGHUP or the file changed)."""
+
+    def reloaded(self, reason: str) -> None:
+        """The reload is over: applied, unchanged, or rejected (the running config stays)."""
+
+    async def stop(self) -> None:
+        """The daemon is stopping."""

@@ -1,0 +1,253 @@
+"""The status socket: the running daemon's figures as JSON, read by `earwitness status`.
+
+The daemon listens on a UNIX stream socket; a client connects and receives one JSON
+document (the health snapshot plus version, pid and uptime), then the connection closes.
+Its path is `health.socket` from the config, else `status.sock` in $RUNTIME_DIRECTORY
+(systemd's RuntimeDirectory=, /run/earwitness), else in $XDG_RUNTIME_DIR/earwitness,
+else in /tmp/earwitness-<uid>.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import stat
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import structlog
+
+from earwitness import __version__
+from earwitness.daemon.observers import DaemonObserver
+
+if TYPE_CHECKING:
+    from earwitness.daemon.service import Daemon
+
+log = structlog.get_logger(__name__)
+
+SOCKET_NAME = "status.sock"
+SYSTEM_RUNTIME_DIR = Path("/run/earwitness")
+"""Where the systemd service's RuntimeDirectory=earwitness lies."""
+
+
+def runtime_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """This process's runtime directory for earwitness."""
+    if env.get("RUNTIME_DIRECTORY"):
+        return Path(env["RUNTIME_DIRECTORY"].split(":")[0])
+    if env.get("XDG_RUNTIME_DIR"):
+        return Path(env["XDG_RUNTIME_DIR"]) / "earwitness"
+    return Path(f"/tmp/earwitness-{os.getuid()}")
+
+
+def server_socket_path(configured: Path | None, env: Mapping[str, str] = os.environ) -> Path:
+    """Where the daemon listens."""
+    return configured if configured is not None else runtime_dir(env) / SOCKET_NAME
+
+
+def client_socket_paths(configured: Path | None, env: Mapping[str, str] = os.environ) -> list[Path]:
+    """Where `earwitness status` looks, in order: the configured path, or this user's runtime
+    directory, then the system service's (/run/earwitness), then the fallbacks."""
+    if configured is not None:
+        return [configured]
+    candidates = [runtime_dir(env) / SOCKET_NAME, SYSTEM_RUNTIME_DIR / SOCKET_NAME]
+    if env.get("XDG_RUNTIME_DIR"):
+        candidates.append(Path(env["XDG_RUNTIME_DIR"]) / "earwitness" / SOCKET_NAME)
+    candidates.append(Path(f"/tmp/earwitness-{os.getuid()}") / SOCKET_NAME)
+    unique: list[Path] = []
+    for path in candidates:
+        if path not in unique:
+            unique.append(path)
+    return unique
+
+
+class StatusUnavailable(Exception):
+    """No daemon answered; the message says where it looked."""
+
+
+def fetch_status(paths: list[Path], timeout_s: float = 3.0) -> tuple[Path, dict[str, Any]]:
+    """The snapshot from the first socket that answers."""
+    tried = []
+    for path in paths:
+        if not path.exists():
+            tried.append(f"{path} (absent)")
+            continue
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.settimeout(timeout_s)
+                client.connect(str(path))
+                data = b""
+                while chunk := client.recv(65536):
+                    data += chunk
+            return path, json.loads(data)
+        except (OSError, ValueError) as error:
+            tried.append(f"{path} ({getattr(error, 'strerror', None) or error})")
+    raise StatusUnavailable("no running earwitness daemon answered; tried " + ", ".join(tried))
+
+
+class StatusServer(DaemonObserver):
+    """Serves the daemon's figures on a UNIX socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._server: asyncio.AbstractServer | None = None
+        self._daemon: Daemon | None = None
+        self._started_at = time.time()
+
+    async def start(self, daemon: "Daemon") -> None:
+        self._daemon = daemon
+        try:
+            self._prepare_directory()
+            if self._another_daemon_answers():
+                log.error("status socket in use by another daemon; `earwitness status` will reach that one",
+                          socket=str(self.path))
+                return
+            with _suppress_missing():
+                if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                    os.unlink(self.path)  # stale, from a daemon that did not stop cleanly
+            self._server = await asyncio.start_unix_server(self._answer, path=str(self.path))
+            os.chmod(self.path, 0o660)
+            log.info("status socket listening", socket=str(self.path))
+        except OSError as error:
+            log.error("cannot serve the status socket", socket=str(self.path), error=str(error))
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        with _suppress_missing():
+            os.unlink(self.path)
+        self._server = None
+
+    def snapshot(self) -> dict[str, Any]:
+        assert self._daemon is not None
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": datetime.fromtimestamp(self._started_at, timezone.utc).isoformat(timespec="seconds"),
+            "uptime_s": round(time.time() - self._started_at, 1),
+            "config": str(self._daemon.config_path) if self._daemon.config_path else None,
+            **self._daemon.health.snapshot(),
+        }
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(json.dumps(self.snapshot()).encode() + b"\n")
+            await asyncio.wait_for(writer.drain(), 5.0)
+        except (OSError, asyncio.TimeoutError):
+            pass
+        except Exception:
+            log.exception("status request failed")
+        finally:
+            writer.close()
+
+    def _prepare_directory(self) -> None:
+        directory = self.path.parent
+        if not directory.exists():
+            directory.mkdir(mode=0o700, parents=True)
+        elif directory.name.startswith("earwitness-") and directory.parent == Path("/tmp"):
+            info = os.lstat(directory)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                raise OSError(f"{directory} is not a directory owned by this user")
+
+    def _another_daemon_answers(self) -> bool:
+        if not self.path.exists():
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(self.path))
+                return True
+            except OSError:
+                return False
+
+
+class _suppress_missing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+        return kind is not None and issubclass(kind, FileNotFoundError)
+
+
+# --- the readable table -------------------------------------------------------------------
+
+
+def format_status(snapshot: dict[str, Any], source_path: Path | None = None) -> str:
+    """`earwitness status` as a person reads it."""
+    lines = []
+    head = f"earwitness {snapshot.get('version', '?')}, pid {snapshot.get('pid', '?')}, up {_duration(snapshot.get('uptime_s'))}"
+    if snapshot.get("config"):
+        head += f", config {snapshot['config']}"
+    lines.append(head)
+    if source_path is not None:
+        lines.append(f"(from {source_path})")
+    lines.append("")
+
+    sources = snapshot.get("sources", {})
+    rows = [("SOURCE", "LOCATION", "STATE", "WINDOWS/S", "WINDOWS", "DROPPED", "INFERENCE")]
+    notes = []
+    for name, figures in sources.items():
+        listening = figures.get("state") == "listening"
+        rows.append((
+            name, figures.get("location", ""), figures.get("state", "?"),
+            f"{figures.get('windows_per_second', 0):.2f}" if listening else "-",
+            str(figures.get("windows", 0)), str(figures.get("dropped_frames", 0)),
+            f"{figures.get('inference_ms', 0):.2f} ms" if figures.get("windows") else "-",
+        ))
+        if figures.get("error"):
+            notes.append(f"  {name}: {figures['error']}")
+    lines.extend(_table(rows) if sources else ["no sources"])
+    lines.extend(notes)
+    lines.append("")
+
+    hubs = {name: figures for name, figures in snapshot.get("sinks", {}).items() if isinstance(figures, dict)}
+    if hubs:
+        rows = [("HUB", "CONNECTED", "OUTBOX")]
+        for name, figures in hubs.items():
+            connected = figures.get("connected")
+            rows.append((name, "-" if connected is None else ("yes" if connected else "NO"), str(figures.get("outbox", "-"))))
+        lines.extend(_table(rows))
+    else:
+        lines.append("no hubs configured")
+    lines.append("")
+
+    event = snapshot.get("last_event")
+    if event:
+        when = event.get("ended_at") or event.get("started_at") or "?"
+        lines.append(f"last event: {event.get('label', '?')} ({event.get('type', '?')}) on {event.get('source', '?')}"
+                     f" at {when}, score {event.get('score', '?')}")
+    else:
+        lines.append("last event: none yet")
+    return "\n".join(lines)
+
+
+def exit_code(snapshot: dict[str, Any]) -> int:
+    """0 when every enabled source listens and every hub is connected, 3 when something is degraded."""
+    failed = any(figures.get("state") == "failed" for figures in snapshot.get("sources", {}).values())
+    disconnected = any(
+        isinstance(figures, dict) and figures.get("connected") is False for figures in snapshot.get("sinks", {}).values()
+    )
+    return 3 if failed or disconnected else 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {seconds}s" if minutes else f"{seconds}s"

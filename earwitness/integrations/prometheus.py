@@ -1,0 +1,131 @@
+"""An optional Prometheus endpoint: the status figures as counters and gauges (text format 0.0.4).
+
+Off by default; when enabled it listens on 127.0.0.1:9720 unless configured otherwise.
+It runs on the daemon's event loop, so it reads the figures between two windows,
+never while a pipeline updates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from earwitness import __version__
+from earwitness.config import PrometheusConfig
+from earwitness.daemon.health import Health
+from earwitness.daemon.observers import DaemonObserver
+
+if TYPE_CHECKING:
+    from earwitness.daemon.service import Daemon
+
+log = structlog.get_logger(__name__)
+
+STATES = ("starting", "listening", "disabled", "failed", "ended")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(**labels: Any) -> str:
+    return "{" + ",".join(f'{key}="{_label(value)}"' for key, value in labels.items()) + "}"
+
+
+def render_metrics(health: Health, device_id: str) -> str:
+    """The figures in the Prometheus text exposition format."""
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+        out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+
+    family("earwitness_info", "gauge", "Version and device of the running daemon.",
+           [(_labels(version=__version__, device=device_id), 1)])
+    sources = health.snapshot()["sources"]
+    family("earwitness_source_state", "gauge", "1 for the state each source is in (listening, disabled, failed, ...).",
+           [(_labels(source=name, location=s["location"], state=state), 1 if s["state"] == state else 0)
+            for name, s in sources.items() for state in STATES])
+    family("earwitness_windows_total", "counter", "Analysis windows processed.",
+           [(_labels(source=name), s["windows"]) for name, s in sources.items()])
+    family("earwitness_windows_per_second", "gauge", "Windows processed per second over the last 10 s.",
+           [(_labels(source=name), s["windows_per_second"]) for name, s in sources.items()])
+    family("earwitness_dropped_frames_total", "counter", "Audio frames dropped because the pipeline fell behind.",
+           [(_labels(source=name), s["dropped_frames"]) for name, s in sources.items()])
+    family("earwitness_inference_seconds", "gauge", "Detector time per window (exponential moving average).",
+           [(_labels(source=name), s["inference_ms"] / 1000) for name, s in sources.items()])
+    hubs = {name: figures for name, figures in health.sinks.items() if isinstance(figures, dict)}
+    family("earwitness_hub_connected", "gauge", "1 while the hub (MQTT broker) is connected.",
+           [(_labels(hub=name), 1 if f.get("connected") else 0) for name, f in hubs.items() if "connected" in f])
+    family("earwitness_hub_outbox_messages", "gauge", "Messages waiting in the hub's outbox.",
+           [(_labels(hub=name), f["outbox"]) for name, f in hubs.items() if isinstance(f.get("outbox"), (int, float))])
+    event = health.last_event
+    if event:
+        moment = event.get("ended_at") or event.get("started_at")
+        try:
+            stamp = datetime.fromisoformat(str(moment).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            stamp = None
+        if stamp is not None:
+            family("earwitness_last_event_timestamp_seconds", "gauge", "When the last event started or ended.",
+                   [(_labels(label=event.get("label", ""), source=event.get("source", "")), stamp)])
+    return "\n".join(out) + "\n"
+
+
+class PrometheusExporter(DaemonObserver):
+    """Serves GET /metrics over HTTP/1.1 (one request per connection)."""
+
+    def __init__(self, config: PrometheusConfig) -> None:
+        self._config = config
+        self._server: asyncio.AbstractServer | None = None
+        self._daemon: Daemon | None = None
+
+    @property
+    def port(self) -> int | None:
+        """The port it listens on (useful with port 0)."""
+        if self._server is None or not self._server.sockets:
+            return None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self, daemon: "Daemon") -> None:
+        self._daemon = daemon
+        try:
+            self._server = await asyncio.start_server(self._answer, self._config.host, self._config.port)
+        except OSError as error:
+            log.error("cannot serve Prometheus metrics", host=self._config.host, port=self._config.port, error=str(error))
+            return
+        log.info("Prometheus metrics", url=f"http://{self._config.host}:{self.port}/metrics")
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5.0)
+            while (line := await asyncio.wait_for(reader.readline(), 5.0)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request.decode("latin-1").split()
+            method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
+            if method not in ("GET", "HEAD"):
+                status, body, kind = "405 Method Not Allowed", b"GET /metrics\n", "text/plain"
+            elif path in ("/metrics", "/"):
+                assert self._daemon is not None
+                body = render_metrics(self._daemon.health, self._daemon.config.device_id).encode()
+                status, kind = "200 OK", CONTENT_TYPE
+            else:
+                status, body, kind = "404 Not Found", b"see /metrics\n", "text/plain"
+            head = f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            writer.write(head.encode() + (body if method != "HEAD" else b""))
+            await asyncio.wait_for(writer.drain(), 5.0)
+        except (OSError, asyncio.TimeoutError, UnicodeDecodeError):
+            pass
+        except Exception:
+            log.exception("metrics request failed")
+        finally:
+            writer.close()
