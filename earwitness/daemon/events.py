@@ -44,8 +44,11 @@ class Event:
         return replace(self, **changes)
 
     def message(self, change: ChangeType) -> dict[str, Any]:
-        """The event message of the public schema (MQTT `events` topic, JSON-lines sink)."""
-        return {
+        """The event message of the public schema (MQTT `events` topic, JSON-lines sink).
+
+        With clip files on (`clips.enabled`), it also carries `clip`: the FLAC path, null until written.
+        """
+        message = {
             "id": self.id,
             "type": change,
             "device": self.device,
@@ -58,6 +61,9 @@ class Event:
             "caption": self.caption,
             "model": self.model,
         }
+        if "clip_path" in self.details:
+            message["clip"] = self.details["clip_path"]
+        return message
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import structlog
 
 from earwitness import SAMPLE_RATE
 from earwitness.config import Config, SourceConfig
+from earwitness.daemon.clips import ClipRecorder
 from earwitness.daemon.events import EventChange, SourceInfo
 from earwitness.daemon.health import SourceStats
 from earwitness.daemon.tracker import EventTracker
@@ -31,12 +32,15 @@ class Pipeline:
         detectors: Sequence[Detector],
         emit: Callable[[EventChange], None],
         stats: SourceStats | None = None,
+        clips: ClipRecorder | None = None,
     ) -> None:
         self.source = source
         self._config = config
         self._detectors = list(detectors)
         self._emit = emit
         self._stats = stats
+        self._clips = clips
+        """Keeps each event's audio (pre-roll included) and attaches it to the event's changes."""
         frontend = next((getattr(d, "frontend") for d in self._detectors if getattr(d, "frontend", None)), None)
         self._windower = Windower(config.windows.length_s, config.windows.hop_s, frontend)
         self._tracker: EventTracker | None = None
@@ -54,6 +58,8 @@ class Pipeline:
         if self._tracker is None:
             started_at = datetime.now(timezone.utc) - timedelta(seconds=len(chunk) / SAMPLE_RATE)
             self._tracker = self._new_tracker(started_at)
+        if self._clips is not None:
+            self._clips.feed(chunk)
         for window in self._windower.push(chunk):
             self._process_window(window)
 
@@ -64,9 +70,14 @@ class Pipeline:
 
     def _new_tracker(self, started_at: datetime) -> EventTracker:
         defaults = {label: t for d in self._detectors for label, t in d.thresholds.items()}
+        emit = self._emit if self._clips is None else self._emit_with_clip
         return EventTracker(
-            self.source, self._config.device_id, self._config.events, defaults, self.models(), started_at, self._emit
+            self.source, self._config.device_id, self._config.events, defaults, self.models(), started_at, emit
         )
+
+    def _emit_with_clip(self, change: EventChange) -> None:
+        assert self._clips is not None
+        self._emit(self._clips.on_change(change))
 
     def _process_window(self, window: Window) -> None:
         assert self._tracker is not None
@@ -89,4 +100,4 @@ def build_pipeline(
 ) -> Pipeline:
     """A fresh pipeline (detectors with their own state) for one source."""
     info = SourceInfo(source.name, source.location)
-    return Pipeline(info, config, build_detectors(config.detectors), emit, stats)
+    return Pipeline(info, config, build_detectors(config.detectors), emit, stats, ClipRecorder.for_config(config, info))

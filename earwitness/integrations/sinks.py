@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, TextIO
@@ -49,17 +50,26 @@ class SinkContext:
 
 
 class Dispatcher:
-    """Fans every change out to all sinks; a failing sink is logged and never stops the others."""
+    """Fans every change out to all sinks; a failing sink is logged and never stops the others.
+
+    It remembers the latest state of recent events, so that a caption, once sent, stays on every
+    later change of that event (the tracker's own copy has none), and a caption update that comes
+    late carries the event's latest state (for example its end) rather than an older one.
+    """
+
+    RECENT_EVENTS = 1024
 
     def __init__(self, sinks: list[Sink], health: Health) -> None:
         self.sinks = sinks
         self._health = health
+        self._recent: OrderedDict[str, EventChange] = OrderedDict()
 
     def start(self) -> None:
         for sink in self.sinks:
             self._call(sink, "start", sink.start)
 
     def event(self, change: EventChange) -> None:
+        change = self._with_caption(change)
         log.info(
             "event", change=change.type, label=change.event.label, source=change.event.source.name,
             score=round(change.event.score, 3), id=change.event.id,
@@ -67,6 +77,24 @@ class Dispatcher:
         self._health.last_event = change.message()
         for sink in self.sinks:
             self._call(sink, "event", sink.handle_event, change)
+
+    def _with_caption(self, change: EventChange) -> EventChange:
+        event = change.event
+        previous = self._recent.get(event.id)
+        if previous is not None:
+            if event.caption is not None and change.type == "update":
+                event = previous.event.evolve(caption=event.caption)
+            elif event.caption is None and previous.event.caption is not None:
+                event = event.evolve(caption=previous.event.caption)
+            if event is not change.event:
+                change = EventChange(change.type, event)
+        private = [key for key in event.details if key.startswith("_")]
+        kept = event.evolve(details={k: v for k, v in event.details.items() if k not in private}) if private else event
+        self._recent[event.id] = EventChange(change.type, kept)  # without in-memory extras such as audio
+        self._recent.move_to_end(event.id)
+        while len(self._recent) > self.RECENT_EVENTS:
+            self._recent.popitem(last=False)
+        return change
 
     def sensor(self, state: SensorState) -> None:
         log.info("sensor", source=state.source.name, enabled=state.enabled, reason=state.reason)
@@ -133,4 +161,8 @@ def build_sinks(context: SinkContext) -> list[Sink]:
     outputs = context.config.outputs
     if outputs.jsonl.enabled:
         sinks.append(JsonLinesSink(outputs.jsonl))
+    if context.config.captions.backend != "none":
+        from earwitness.integrations.captions import CaptionSink
+
+        sinks.append(CaptionSink(context))
     return sinks

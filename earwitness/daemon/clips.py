@@ -1,0 +1,373 @@
+"""Event audio clips: each event's audio, pre-roll included, kept in memory for the captioner.
+
+A `ClipRecorder` is one stage of a source's pipeline. It keeps a ring buffer of the last
+few seconds of audio; when an event starts, its clip begins `pre_roll_s` before the
+event and then grows with every chunk until the event ends (trimmed to the event's end)
+or the clip reaches `max_s` (then it is complete while the event goes on).
+
+Every change of the event carries its clip in `details[CLIP_KEY]` (an in-memory object,
+never serialised). With `clips.enabled`, a complete clip is also written as FLAC to
+`<state_dir>/clips/` by a background thread, under count, size and age limits, and the
+event messages carry `clip`: null while the clip is recording, then its path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import soundfile
+import structlog
+
+from earwitness import SAMPLE_RATE
+from earwitness.config import ClipsConfig, Config
+from earwitness.daemon.events import EventChange, SourceInfo
+
+log = structlog.get_logger(__name__)
+
+CLIP_KEY = "_clip"
+"""`Event.details` key of the event's `EventClip` (in memory only; `Event.message` never serialises it)."""
+CLIP_PATH_KEY = "clip_path"
+"""`Event.details` key of the clip's file path (null until written); present only with `clips.enabled`."""
+LOOKBACK_MARGIN_S = 1.0
+
+
+class EventClip:
+    """The audio of one event, pre-roll included; thread-safe (the captioner reads it from its workers)."""
+
+    def __init__(self, event_id: str, start_sample: int, event_sample: int, max_samples: int, path: Path | None) -> None:
+        self.event_id = event_id
+        self.start_sample = start_sample
+        """Stream offset (in samples) of the clip's first sample."""
+        self.pre_roll = max(0, event_sample - start_sample)
+        """Samples before the event's start."""
+        self.max_samples = max_samples
+        self.path = path
+        """Where the clip is (to be) written; None when clips are not written."""
+        self.capped = False
+        """True when the clip reached its maximum length before the event ended."""
+        self._parts: list[np.ndarray] = []
+        self._length = 0
+        self._complete = False
+        self._callbacks: list[Callable[["EventClip"], None]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    def __len__(self) -> int:
+        return self._length
+
+    @property
+    def duration_s(self) -> float:
+        return self._length / SAMPLE_RATE
+
+    @property
+    def event_duration_s(self) -> float:
+        """The event's audio in the clip, pre-roll excluded."""
+        return max(0, self._length - self.pre_roll) / SAMPLE_RATE
+
+    def append(self, audio: np.ndarray) -> bool:
+        """Add audio; returns True when this made the clip reach its maximum length."""
+        with self._lock:
+            if self._complete or not len(audio):
+                return False
+            room = self.max_samples - self._length
+            part = np.array(audio[:room], dtype=np.float32)
+            self._parts.append(part)
+            self._length += len(part)
+            if self._length >= self.max_samples:
+                self.capped = True
+                return True
+            return False
+
+    def finish(self, end_sample: int | None = None) -> None:
+        """Mark the clip complete, trimmed to end before stream offset `end_sample`; runs the callbacks."""
+        with self._lock:
+            if self._complete:
+                return
+            if end_sample is not None:
+                keep = max(0, min(self._length, end_sample - self.start_sample))
+                if keep < self._length:
+                    self._parts = [self._concat()[:keep]]
+                    self._length = keep
+            self._complete = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            _run_callback(callback, self)
+
+    def on_complete(self, callback: Callable[["EventClip"], None]) -> None:
+        """Call `callback(clip)` once the clip is complete (at once if it already is)."""
+        with self._lock:
+            if not self._complete:
+                self._callbacks.append(callback)
+                return
+        _run_callback(callback, self)
+
+    def audio(self, max_s: float | None = None) -> np.ndarray:
+        """A copy of the clip's audio (16 kHz mono float32), at most its first `max_s` seconds."""
+        with self._lock:
+            audio = self._concat()
+        if max_s is not None:
+            audio = audio[: int(round(max_s * SAMPLE_RATE))]
+        return audio.copy()
+
+    def levels(self) -> dict[str, float | None]:
+        """Loudness of the event's audio: peak and RMS in dBFS, and the RMS of the pre-roll (background)."""
+        with self._lock:
+            audio = self._concat()
+        event, before = audio[self.pre_roll :], audio[: self.pre_roll]
+        return {
+            "peak_dbfs": _dbfs(float(np.max(np.abs(event)))) if len(event) else None,
+            "rms_dbfs": _dbfs(_rms(event)) if len(event) else None,
+            "background_dbfs": _dbfs(_rms(before)) if len(before) else None,
+        }
+
+    def _concat(self) -> np.ndarray:
+        if len(self._parts) > 1:
+            self._parts = [np.concatenate(self._parts)]
+        return self._parts[0] if self._parts else np.zeros(0, dtype=np.float32)
+
+
+def _run_callback(callback: Callable[[EventClip], None], clip: EventClip) -> None:
+    try:
+        callback(clip)
+    except Exception:
+        log.exception("clip callback failed", id=clip.event_id)
+
+
+def _rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+
+
+def _dbfs(value: float) -> float:
+    return round(20.0 * math.log10(max(value, 1e-10)), 1)
+
+
+class _Ring:
+    """The last `capacity` samples of a stream."""
+
+    def __init__(self, capacity: int) -> None:
+        self._buffer = np.zeros(max(1, capacity), dtype=np.float32)
+        self.total = 0
+        """Samples written since the stream began."""
+
+    @property
+    def oldest(self) -> int:
+        return max(0, self.total - len(self._buffer))
+
+    def write(self, chunk: np.ndarray) -> None:
+        size = len(self._buffer)
+        tail = chunk[-size:]
+        start = (self.total + len(chunk) - len(tail)) % size
+        first = min(len(tail), size - start)
+        self._buffer[start : start + first] = tail[:first]
+        self._buffer[: len(tail) - first] = tail[first:]
+        self.total += len(chunk)
+
+    def read(self, begin: int, end: int) -> np.ndarray:
+        """Samples [begin, end) of the stream; `begin` must not be older than `oldest`."""
+        size = len(self._buffer)
+        begin, end = max(begin, self.oldest), min(end, self.total)
+        if end <= begin:
+            return np.zeros(0, dtype=np.float32)
+        a, b = begin % size, end % size
+        if a < b:
+            return self._buffer[a:b].copy()
+        return np.concatenate([self._buffer[a:], self._buffer[:b]])
+
+
+class ClipRecorder:
+    """A pipeline stage: fed every chunk and every event change of one source."""
+
+    def __init__(self, config: ClipsConfig, source: SourceInfo, clips_dir: Path | None, lookback_s: float) -> None:
+        self._config = config
+        self._source = source
+        self._dir = clips_dir if config.enabled else None
+        self._pre_roll = int(round(config.pre_roll_s * SAMPLE_RATE))
+        self._max = max(1, int(round(config.max_s * SAMPLE_RATE)))
+        self._ring = _Ring(self._pre_roll + int(round((lookback_s + LOOKBACK_MARGIN_S) * SAMPLE_RATE)))
+        self._open: dict[str, EventClip] = {}
+
+    @classmethod
+    def for_config(cls, config: Config, source: SourceInfo) -> "ClipRecorder | None":
+        """The recorder a config asks for: none when neither captions nor clip files need audio."""
+        if config.captions.backend == "none" and not config.clips.enabled:
+            return None
+        events = config.events
+        min_duration = max([events.defaults.min_duration_s]
+                           + [label.min_duration_s or 0.0 for label in events.labels.values()])
+        lookback_s = config.windows.length_s + config.windows.hop_s + min_duration
+        clips_dir = config.resolved_state_dir() / "clips" if config.clips.enabled else None
+        return cls(config.clips, source, clips_dir, lookback_s)
+
+    def feed(self, chunk: np.ndarray) -> None:
+        """Every chunk of the stream, before the pipeline's windows see it."""
+        if not len(chunk):
+            return
+        chunk = np.asarray(chunk, dtype=np.float32)
+        self._ring.write(chunk)
+        for clip in list(self._open.values()):
+            if clip.append(chunk):
+                self._complete(clip)
+
+    def on_change(self, change: EventChange) -> EventChange:
+        """Every event change, on its way to the sinks: starts clips, ends them, attaches them."""
+        event = change.event
+        clip = self._open.get(event.id)
+        if clip is None and change.type == "start":
+            clip = self._start(change)
+        if change.type == "end":
+            self._open.pop(event.id, None)
+            if clip is not None and not clip.complete:
+                end_s = event.end_s if event.end_s is not None else self._ring.total / SAMPLE_RATE
+                clip.finish(int(round(end_s * SAMPLE_RATE)))
+                self._write(clip)
+        if clip is None:
+            return change
+        details = {**event.details, CLIP_KEY: clip}
+        if self._dir is not None:
+            details[CLIP_PATH_KEY] = str(clip.path) if clip.complete and clip.path is not None else None
+        return EventChange(change.type, event.evolve(details=details))
+
+    def _start(self, change: EventChange) -> EventClip:
+        event = change.event
+        event_sample = int(round(event.start_s * SAMPLE_RATE))
+        start = max(0, event_sample - self._pre_roll, self._ring.oldest)
+        path = self._dir / clip_file_name(change) if self._dir is not None else None
+        clip = EventClip(event.id, start, event_sample, self._max, path)
+        self._open[event.id] = clip
+        if clip.append(self._ring.read(start, self._ring.total)):
+            self._complete(clip)
+        return clip
+
+    def _complete(self, clip: EventClip) -> None:
+        """The clip reached its maximum length while its event goes on."""
+        clip.finish()
+        self._write(clip)
+
+    def _write(self, clip: EventClip) -> None:
+        if self._dir is not None and clip.path is not None:
+            WRITER.submit(clip.path, clip.audio(), self._config)
+
+
+def clip_file_name(change: EventChange) -> str:
+    event = change.event
+    stamp = event.started_at.strftime("%Y%m%dT%H%M%S")
+    safe = lambda text: re.sub(r"[^A-Za-z0-9_-]+", "_", text)  # noqa: E731
+    return f"{stamp}Z_{safe(event.source.name)}_{safe(event.label)}_{event.id}.flac"
+
+
+@dataclass(frozen=True)
+class _Job:
+    path: Path
+    audio: np.ndarray
+    limits: ClipsConfig
+
+
+class ClipWriter:
+    """Writes FLAC clips off the detection path, then enforces the count, size and age limits.
+
+    Its thread ends after a second without work (so it never holds the process open for long,
+    and pending clips are still written at shutdown).
+    """
+
+    IDLE_S = 1.0
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[_Job] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, path: Path, audio: np.ndarray, limits: ClipsConfig) -> None:
+        self._queue.put(_Job(path, audio, limits))
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="clip-writer")
+                self._thread.start()
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until every submitted clip is written (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                job = self._queue.get(timeout=self.IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            try:
+                write_clip(job.path, job.audio)
+                prune_clips(job.path.parent, job.limits)
+            except Exception as error:
+                log.error("clip not written", path=str(job.path), error=f"{type(error).__name__}: {error}")
+            finally:
+                self._queue.task_done()
+
+
+WRITER = ClipWriter()
+
+
+def write_clip(path: Path, audio: np.ndarray) -> None:
+    """Write 16 kHz mono FLAC atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = path.with_name(path.name + ".part")
+    soundfile.write(str(partial), np.clip(audio, -1.0, 1.0), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    os.replace(partial, path)
+    log.debug("clip written", path=str(path), seconds=round(len(audio) / SAMPLE_RATE, 2))
+
+
+def prune_clips(directory: Path, limits: ClipsConfig, now: float | None = None) -> int:
+    """Delete clips older than `max_age_days`, then the oldest beyond `max_count` or `max_mb`; returns how many."""
+    now = time.time() if now is None else now
+    files = []
+    for path in directory.glob("*.flac"):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        files.append((stat.st_mtime, stat.st_size, path))
+    files.sort()
+    max_age_s = limits.max_age_days * 86400
+    max_bytes = limits.max_mb * 1_000_000
+    total = sum(size for _, size, _ in files)
+    removed = {"age": 0, "count": 0, "size": 0}
+    kept = len(files)
+    for mtime, size, path in files:
+        if now - mtime > max_age_s:
+            reason = "age"
+        elif kept > limits.max_count:
+            reason = "count"
+        elif total > max_bytes:
+            reason = "size"
+        else:
+            break
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            log.warning("clip not deleted", path=str(path), error=str(error))
+            continue
+        removed[reason] += 1
+        kept -= 1
+        total -= size
+    dropped = sum(removed.values())
+    if dropped:
+        log.info("old clips deleted", directory=str(directory), **{f"by_{k}": v for k, v in removed.items() if v})
+    return dropped
