@@ -1,0 +1,157 @@
+"""Home Assistant MQTT discovery messages for one hub.
+
+Per routed source: an `event` entity fed by the events topic (event types `start`,
+`update`, `end`; the message's other keys become attributes), a `binary_sensor` per
+routed label fed by the ON/OFF topic, and the sensor (privacy switch) state: a
+`binary_sensor`, or a `switch` when the hub allows remote control. Every config is
+retained and carries a device block and the availability topic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from earwitness import __version__
+from earwitness.config import HubConfig
+
+EVENT_TYPES = ["start", "update", "end"]
+EVENT_ATTRIBUTES = ("id", "label", "score", "location", "started_at", "ended_at", "caption", "model")
+
+_DEVICE_CLASSES = (
+    (re.compile(r"glass|window|break_?in|burglar"), "safety"),
+    (re.compile(r"scratch|tamper|key(ing)?$"), "tamper"),
+    (re.compile(r"smoke|fire"), "smoke"),
+    (re.compile(r"carbon_monoxide|co_alarm"), "carbon_monoxide"),
+    (re.compile(r"water|leak"), "moisture"),
+)
+
+
+def device_class(label: str) -> str:
+    """A Home Assistant binary_sensor device class for a label; `sound` unless it names a known hazard."""
+    lowered = label.lower()
+    for pattern, device_class_name in _DEVICE_CLASSES:
+        if pattern.search(lowered):
+            return device_class_name
+    return "sound"
+
+
+def safe_id(text: str) -> str:
+    """Home Assistant ids allow only [a-zA-Z0-9_-]."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", text)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics of one hub for this device."""
+
+    prefix: str
+    device: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.device}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
+    def state(self, source: str, label: str) -> str:
+        return f"{self.base}/{source}/{label}"
+
+    def sensor(self, source: str) -> str:
+        return f"{self.base}/{source}/sensor"
+
+    def sensor_set(self, source: str) -> str:
+        return f"{self.base}/{source}/sensor/set"
+
+    @property
+    def sensor_set_filter(self) -> str:
+        return f"{self.base}/+/sensor/set"
+
+
+def discovery_messages(
+    hub: HubConfig, device_id: str, sources: list[tuple[str, str]], labels: list[str]
+) -> list[tuple[str, str]]:
+    """(topic, payload) of every config message; an empty payload removes a stale entity.
+
+    `sources` are (name, location) of the routed sources, `labels` the routed labels.
+    """
+    topics = Topics(hub.prefix, device_id)
+    node = safe_id(device_id)
+    base_id = f"earwitness_{node}"
+    prefix = hub.discovery.prefix
+    common = {
+        "availability_topic": topics.status,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": {
+            "identifiers": [base_id],
+            "name": f"earwitness {device_id}",
+            "manufacturer": "earwitness",
+            "model": "acoustic event detector",
+            "sw_version": __version__,
+        },
+        "origin": {"name": "earwitness", "sw_version": __version__},
+        "qos": hub.qos,
+    }
+    messages: list[tuple[str, str]] = []
+
+    def add(component: str, object_id: str, payload: dict | None) -> None:
+        topic = f"{prefix}/{component}/{node}/{safe_id(object_id)}/config"
+        messages.append((topic, "" if payload is None else json.dumps({**payload, **common}, sort_keys=True)))
+
+    for source, location in sources:
+        attributes = ", ".join(f"'{key}': value_json.{key}" for key in EVENT_ATTRIBUTES)
+        add("event", f"{source}_events", {
+            "name": f"{source} sound events",
+            "unique_id": f"{base_id}_{safe_id(source)}_events",
+            "state_topic": topics.events,
+            "event_types": EVENT_TYPES,
+            # One events topic carries every source: other sources' messages render empty and HA ignores them.
+            "value_template": (
+                f"{{% if value_json.source == '{source}' %}}"
+                f"{{{{ {{'event_type': value_json.type, {attributes}}} | tojson }}}}{{% endif %}}"
+            ),
+            "icon": "mdi:ear-hearing",
+        })
+        for label in labels:
+            add("binary_sensor", f"{source}_{label}", {
+                "name": f"{source} {label.replace('_', ' ')}",
+                "unique_id": f"{base_id}_{safe_id(source)}_{safe_id(label)}",
+                "state_topic": topics.state(source, label),
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "device_class": device_class(label),
+                "off_delay": hub.discovery.off_delay_s,
+            })
+        sensor = {
+            "name": f"{source} microphone",
+            "unique_id": f"{base_id}_{safe_id(source)}_sensor",
+            "state_topic": topics.sensor(source),
+            "icon": "mdi:microphone",
+        }
+        if hub.allow_remote_control:
+            add("binary_sensor", f"{source}_sensor", None)
+            add("switch", f"{source}_sensor", {
+                **sensor,
+                "command_topic": topics.sensor_set(source),
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "state_on": "enabled",
+                "state_off": "disabled",
+            })
+        else:
+            add("switch", f"{source}_sensor", None)
+            add("binary_sensor", f"{source}_sensor", {
+                **sensor,
+                "payload_on": "enabled",
+                "payload_off": "disabled",
+                "entity_category": "diagnostic",
+            })
+    return messages

@@ -1,0 +1,439 @@
+"""MQTT hubs: one sink per configured broker, each with its own thread that owns its paho client.
+
+`handle_event` writes the event message to the hub's durable outbox and returns; the
+hub's thread publishes the outbox in order and deletes each message on its PUBACK.
+The thread also connects (with exponential backoff), keeps the retained status and
+sensor topics, announces Home Assistant discovery and takes remote commands.
+Nothing here ever blocks detection: a broker that is down or refuses the
+credentials only delays that hub's messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from earwitness.config import HubConfig
+from earwitness.daemon.events import EventChange, SensorState
+from earwitness.integrations.discovery import Topics, discovery_messages
+from earwitness.integrations.outbox import Outbox, outbox_path
+from earwitness.integrations.sinks import SinkContext
+
+log = structlog.get_logger(__name__)
+
+LOOP_TIMEOUT_S = 0.05
+"""How long the owner thread waits on the socket per turn: the latency of a new alert."""
+MAX_INFLIGHT = 20
+CONNACK_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
+HEALTH_INTERVAL_S = 1.0
+CLOSE_FLUSH_S = 0.3
+"""On close: how long pending alerts may still be sent, then as long again for `offline`."""
+CLOSE_JOIN_S = 0.9
+_CREDENTIAL_REASONS = {134, 135}
+"""MQTT 5 `Bad user name or password` and `Not authorized` (paho maps 3.1.1's 4 and 5 to them)."""
+
+
+class PasswordUnavailable(Exception):
+    """The configured password file or environment variable cannot be read."""
+
+
+class MqttHubSink:
+    """Sends events to one MQTT broker; see the module docstring."""
+
+    def __init__(self, hub: HubConfig, context: SinkContext) -> None:
+        self.hub = hub
+        self.name = f"mqtt:{hub.name}"
+        self._context = context
+        config = context.config
+        self._device = config.device_id
+        self._topics = Topics(hub.prefix, config.device_id)
+        self._client_id = hub.client_id or f"earwitness-{config.device_id}-{hub.name}"
+        self._sources = [s for s in config.sources if hub.route.sources is None or s.name in hub.route.sources]
+        self._source_names = {s.name for s in self._sources}
+        self._labels = list(context.labels) if hub.route.labels is None else [l for l in hub.route.labels if l in context.labels]
+        self._log = log.bind(hub=hub.name)
+        self._outbox: Outbox | None = None
+        self._live: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self._sensors: dict[str, bool] = {}
+        self._sensors_dirty: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Owned by the hub's thread:
+        self._state = "stopped"
+        self._error: str | None = None
+        self._connack: ReasonCode | None = None
+        self._lost = False
+        self._inflight: dict[int, int] = {}
+        self._cursor = 0
+        self._announce = False
+        self._published = 0
+        self._last_health = 0.0
+
+    # --- the sink interface (any thread) ---------------------------------------------
+
+    def start(self) -> None:
+        unknown = sorted(set(self.hub.route.labels or []) - set(self._context.labels))
+        if unknown:
+            self._log.warning("mqtt route names labels that no detector reports", labels=unknown)
+        path = outbox_path(self._context.config.resolved_state_dir(), self.hub.name)
+        limits = self.hub.outbox
+        try:
+            self._outbox = Outbox(path, self.hub.name, limits.max_messages, limits.max_age_s)
+        except Exception as error:  # an unwritable state directory must not lose live alerts
+            self._log.error("mqtt outbox cannot be opened, alerts are kept in memory only", path=str(path), error=str(error))
+            self._outbox = Outbox(Path(":memory:"), self.hub.name, limits.max_messages, limits.max_age_s)
+        pending = self._outbox.depth()
+        if pending:
+            self._log.info("mqtt outbox has pending alerts from before", pending=pending)
+        self._set_state("disconnected")
+        self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.hub.name}", daemon=True)
+        self._thread.start()
+
+    def handle_event(self, change: EventChange) -> None:
+        event = change.event
+        if not self._routed(event.source.name, event.label) or self._outbox is None:
+            return
+        payload = json.dumps(change.message(), separators=(",", ":")).encode()
+        self._outbox.add(self._topics.events, payload)
+        self._live.put((self._topics.state(event.source.name, event.label), "OFF" if change.type == "end" else "ON"))
+
+    def handle_sensor(self, state: SensorState) -> None:
+        if state.source.name not in self._source_names:
+            return
+        with self._lock:
+            self._sensors[state.source.name] = state.enabled
+            self._sensors_dirty.add(state.source.name)
+
+    def close(self) -> None:
+        """Send what can be sent quickly, publish `offline`, disconnect; unacked alerts stay in the outbox."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(CLOSE_JOIN_S)
+            if self._thread.is_alive():
+                self._log.warning("mqtt hub thread did not stop in time, leaving it behind")
+                return
+        if self._outbox is not None:
+            self._outbox.close()
+
+    # --- the hub's thread ------------------------------------------------------------
+
+    def _routed(self, source: str, label: str) -> bool:
+        route = self.hub.route
+        return (route.sources is None or source in route.sources) and (route.labels is None or label in route.labels)
+
+    def _run(self) -> None:
+        delay = self.hub.reconnect_min_s
+        while not self._stop.is_set():
+            try:
+                connected = self._session()
+            except Exception as error:
+                self._log.exception("mqtt hub failed, will reconnect")
+                self._error, connected = f"{type(error).__name__}: {error}", False
+            if self._stop.is_set():
+                break
+            delay = self.hub.reconnect_min_s if connected else delay
+            wait = delay * random.uniform(0.8, 1.0)
+            self._set_state(self._state if self._state == "refused" else "disconnected")
+            self._log.info("mqtt reconnecting", in_s=round(wait, 2))
+            self._stop.wait(wait)
+            delay = min(delay * 2, self.hub.reconnect_max_s)
+        self._set_state("stopped")
+
+    def _session(self) -> bool:
+        """One connection, from connect to its end; True if the broker accepted it."""
+        hub = self.hub
+        self._set_state("connecting")
+        self._log.info("mqtt connecting", host=hub.host, port=hub.effective_port, tls=hub.tls is not None,
+                       protocol=hub.protocol, client_id=self._client_id)
+        try:
+            client = self._new_client()
+        except PasswordUnavailable as error:
+            self._fail("mqtt password unavailable", str(error))
+            return False
+        except (OSError, ssl.SSLError, ValueError) as error:
+            self._fail("mqtt TLS setup failed", f"{type(error).__name__}: {error}")
+            return False
+        self._connack, self._lost = None, False
+        try:
+            if hub.protocol == "5":
+                client.connect(hub.host, hub.effective_port, hub.keepalive, clean_start=True)
+            else:
+                client.connect(hub.host, hub.effective_port, hub.keepalive)
+        except ssl.SSLError as error:
+            self._fail("mqtt TLS handshake failed", f"{type(error).__name__}: {error}")
+            return False
+        except (OSError, ValueError) as error:
+            self._fail("mqtt connect failed", f"{type(error).__name__}: {error}")
+            return False
+        try:
+            return self._converse(client)
+        finally:
+            _close_socket(client)
+
+    def _converse(self, client: paho.Client) -> bool:
+        deadline = time.monotonic() + CONNACK_TIMEOUT_S
+        while self._connack is None:
+            if self._stop.is_set():
+                return False
+            if client.loop(LOOP_TIMEOUT_S) != MQTTErrorCode.MQTT_ERR_SUCCESS or self._lost:
+                self._fail("mqtt connection closed before the broker answered", "no CONNACK")
+                return False
+            if time.monotonic() > deadline:
+                self._fail("mqtt broker did not answer the connect", "CONNACK timeout")
+                return False
+        if self._connack.is_failure:
+            if self._connack.value in _CREDENTIAL_REASONS:
+                self._set_state("refused")
+                self._error = f"credentials refused: {self._connack}"
+                self._log.error("mqtt broker refused the credentials: check username and password",
+                                host=self.hub.host, username=self.hub.username, reason=str(self._connack))
+            else:
+                self._fail("mqtt broker refused the connection", str(self._connack))
+            return False
+        self._on_connected(client)
+        while not self._stop.is_set():
+            self._send(client)
+            if client.loop(LOOP_TIMEOUT_S) != MQTTErrorCode.MQTT_ERR_SUCCESS or self._lost:
+                self._fail("mqtt connection lost", self._error or "socket closed")
+                return True
+            self._update_health()
+        self._goodbye(client)
+        return True
+
+    def _on_connected(self, client: paho.Client) -> None:
+        self._inflight.clear()
+        self._cursor = 0
+        self._error = None
+        while not self._live.empty():  # ON/OFF from while it was down are stale; the outbox has the events
+            self._live.get_nowait()
+        self._set_state("connected")
+        assert self._outbox is not None
+        self._log.info("mqtt connected", host=self.hub.host, pending=self._outbox.depth())
+        client.publish(self._topics.status, "online", qos=1, retain=True)
+        if self.hub.discovery.enabled:
+            client.subscribe(f"{self.hub.discovery.prefix}/status", qos=1)
+        if self.hub.allow_remote_control:
+            client.subscribe(self._topics.sensor_set_filter, qos=1)
+        with self._lock:
+            self._sensors_dirty = set(self._sensors)
+        self._announce = self.hub.discovery.enabled
+
+    def _send(self, client: paho.Client) -> None:
+        """Publish what is due: discovery, sensor states, live ON/OFF, then the outbox in order."""
+        hub = self.hub
+        if self._announce:
+            self._announce = False
+            messages = discovery_messages(hub, self._device, [(s.name, s.location) for s in self._sources], self._labels)
+            for topic, payload in messages:
+                client.publish(topic, payload, qos=1, retain=True)
+            self._log.info("mqtt discovery announced", prefix=hub.discovery.prefix, configs=len(messages))
+        with self._lock:
+            dirty = {name: self._sensors[name] for name in self._sensors_dirty}
+            self._sensors_dirty.clear()
+        for source, enabled in dirty.items():
+            client.publish(self._topics.sensor(source), "enabled" if enabled else "disabled", qos=1, retain=True)
+        while not self._live.empty():
+            topic, payload = self._live.get_nowait()
+            client.publish(topic, payload, qos=hub.qos, retain=False)
+        assert self._outbox is not None
+        room = MAX_INFLIGHT - len(self._inflight)
+        if room <= 0:
+            return
+        for message in self._outbox.after(self._cursor, room):
+            properties = None
+            if hub.protocol == "5":
+                properties = Properties(PacketTypes.PUBLISH)
+                remaining = hub.outbox.max_age_s - (time.time() - message.created_at)
+                properties.MessageExpiryInterval = max(1, int(remaining))
+            info = client.publish(message.topic, message.payload, qos=hub.qos, retain=False, properties=properties)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._log.warning("mqtt publish failed, will retry", rc=str(info.rc))
+                return
+            self._cursor = message.seq
+            self._inflight[info.mid] = message.seq
+
+    def _goodbye(self, client: paho.Client) -> None:
+        """Stopping: a short flush of the outbox, then `offline`, then a clean disconnect."""
+        deadline = time.monotonic() + CLOSE_FLUSH_S
+        while time.monotonic() < deadline and not self._lost:
+            self._send(client)
+            if not self._inflight:
+                break
+            client.loop(0.02)
+        info = client.publish(self._topics.status, "offline", qos=1, retain=True)
+        deadline = time.monotonic() + CLOSE_FLUSH_S
+        while not info.is_published() and time.monotonic() < deadline and not self._lost:
+            client.loop(0.02)
+        client.disconnect()
+        with _suppress():
+            client.loop(0.01)
+        assert self._outbox is not None
+        self._log.info("mqtt disconnected", pending=self._outbox.depth())
+
+    def _new_client(self) -> paho.Client:
+        hub = self.hub
+        v5 = hub.protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if v5 else True,
+            reconnect_on_failure=False,
+        )
+        client.connect_timeout = CONNECT_TIMEOUT_S
+        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.max_queued_messages_set(0)
+        client.will_set(self._topics.status, "offline", qos=1, retain=True)
+        if hub.username is not None:
+            client.username_pw_set(hub.username, self._password())
+        if hub.tls is not None:
+            tls = hub.tls
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            client.tls_insecure_set(not tls.check_hostname)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _password(self) -> str | None:
+        hub = self.hub
+        if hub.password_file is not None:
+            try:
+                return hub.password_file.expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as error:
+                raise PasswordUnavailable(f"cannot read password_file {hub.password_file}: {error.strerror or error}") from None
+        if hub.password_env is not None:
+            value = os.environ.get(hub.password_env)
+            if value is None:
+                raise PasswordUnavailable(f"environment variable {hub.password_env} (password_env) is not set")
+            return value
+        return None
+
+    # --- paho callbacks (run in the hub's thread, inside client.loop) -----------------
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any) -> None:
+        self._connack = reason
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any) -> None:
+        self._lost = True
+        if reason is not None and reason.is_failure:
+            self._error = str(reason)
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
+        seq = self._inflight.pop(mid, None)
+        if seq is None:
+            return
+        if reason is not None and reason.is_failure:
+            self._log.warning("mqtt broker rejected an alert; it stays in the outbox", reason=str(reason), seq=seq)
+            return
+        assert self._outbox is not None
+        self._outbox.ack(seq)
+        self._published += 1
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        topic = message.topic
+        payload = message.payload.decode("utf-8", errors="replace").strip()
+        if self.hub.discovery.enabled and topic == f"{self.hub.discovery.prefix}/status":
+            if payload == "online":
+                self._log.info("home assistant came online, announcing discovery again")
+                self._announce = True
+                with self._lock:
+                    self._sensors_dirty = set(self._sensors)
+            return
+        parts = topic.split("/")
+        if (
+            self.hub.allow_remote_control
+            and len(parts) >= 3 and parts[-2:] == ["sensor", "set"]
+            and topic == self._topics.sensor_set(parts[-3])
+        ):
+            self._command(parts[-3], payload, message.retain)
+
+    def _command(self, source: str, payload: str, retained: bool) -> None:
+        shown = payload[:64]
+        if retained:
+            self._log.warning("mqtt sensor command ignored: retained commands are stale", source=source, payload=shown)
+        elif source not in self._source_names:
+            self._log.warning("mqtt sensor command ignored: unknown or unrouted source", source=source, payload=shown)
+        elif payload.upper() not in ("ON", "OFF"):
+            self._log.warning("mqtt sensor command ignored: payload must be ON or OFF", source=source, payload=shown)
+        else:
+            enabled = payload.upper() == "ON"
+            self._log.info("mqtt sensor command", source=source, enabled=enabled)
+            self._context.set_sensor(source, enabled)
+
+    # --- state and health -------------------------------------------------------------
+
+    def _fail(self, what: str, error: str) -> None:
+        self._error = error
+        self._log.warning(what, host=self.hub.host, port=self.hub.effective_port, error=error)
+
+    def _set_state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+        self._update_health(force=True)
+
+    def _update_health(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_health < HEALTH_INTERVAL_S:
+            return
+        self._last_health = now
+        outbox = self._outbox
+        try:
+            depth = outbox.depth() if outbox is not None else 0
+        except Exception:
+            depth = None
+        self._context.health.sinks[self.name] = {
+            "connected": self._state == "connected",
+            "state": self._state,
+            "host": f"{self.hub.host}:{self.hub.effective_port}",
+            "outbox": depth,
+            "inflight": len(self._inflight),
+            "published": self._published,
+            "dropped": outbox.dropped if outbox is not None else 0,
+            "error": self._error,
+        }
+
+
+def _close_socket(client: paho.Client) -> None:
+    """Release a finished connection's socket now rather than at garbage collection."""
+    with _suppress():
+        sock = client.socket()
+        if sock is not None:
+            sock.close()
+
+
+class _suppress:
+    """Swallow any error of best-effort cleanup."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return True
+
+
+def build_mqtt_sinks(context: SinkContext) -> list[MqttHubSink]:
+    """One sink per configured hub."""
+    return [MqttHubSink(hub, context) for hub in context.config.hubs]
