@@ -74,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     devices = commands.add_parser("devices", help="list audio input devices")
     devices.set_defaults(handler=_devices)
+
+    bench = commands.add_parser("bench", help="measure speed, CPU, memory and latency, beside YAMNet",
+                                description="Print a table of figures (and write them as JSON with --json); "
+                                            "needs mosquitto for the listening part.")
+    bench.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
+    bench.add_argument("--data", type=Path, default=Path("../shared/data"), metavar="DIR",
+                       help="corpus with glass-break clips for the latency scene (default: ../shared/data)")
+    bench.add_argument("--yamnet", type=Path, default=Path("../shared/models/yamnet/yamnet.tflite"), metavar="PATH",
+                       help="YAMNet TFLite model to compare with (needs ai-edge-litert)")
+    bench.add_argument("--windows", type=int, default=1000, help="windows timed per model figure (default: 1000)")
+    bench.add_argument("--listen-s", type=float, default=90.0, help="seconds of audio played to `run`, one event every 4 s (default: 90)")
+    bench.set_defaults(handler=_bench)
     return parser
 
 
@@ -200,6 +212,14 @@ def _install_service(args: argparse.Namespace) -> int:
     from earwitness.install import install_service
 
     return install_service(prefix=args.prefix, dry_run=args.dry_run)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from earwitness import bench
+
+    configure_logging("warning")
+    bench.main(args.json, args.data, args.yamnet, args.windows, args.listen_s)
+    return 0
 
 
 def _devices(args: argparse.Namespace) -> int:
