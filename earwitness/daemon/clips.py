@@ -199,10 +199,8 @@ class ClipRecorder:
         self._open: dict[str, EventClip] = {}
 
     @classmethod
-    def for_config(cls, config: Config, source: SourceInfo) -> "ClipRecorder | None":
-        """The recorder a config asks for: none when neither captions nor clip files need audio."""
-        if config.captions.backend == "none" and not config.clips.enabled:
-            return None
+    def for_config(cls, config: Config, source: SourceInfo) -> "ClipRecorder":
+        """The recorder of one source's pipeline (a few seconds of ring buffer, plus open events' audio)."""
         events = config.events
         min_duration = max([events.defaults.min_duration_s]
                            + [label.min_duration_s or 0.0 for label in events.labels.values()])

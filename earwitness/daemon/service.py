@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 CONFIG_POLL_S = 0.5
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 30.0
-PIPELINE_KEYS = ("device_id", "windows", "detectors", "events")
+PIPELINE_KEYS = ("device_id", "windows", "detectors", "events", "clips")
 """Config sections that every pipeline is built from; a change rebuilds them all."""
 SOURCE_KEYS = ("sources", "sensors_enabled", "log_level")
 
