@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--windows", type=int, default=1000, help="windows timed per model figure (default: 1000)")
     bench.add_argument("--listen-s", type=float, default=90.0, help="seconds of audio played to `run`, one event every 4 s (default: 90)")
     bench.set_defaults(handler=_bench)
+
+    from earwitness.training.commands import add_parsers as add_training_commands
+
+    add_training_commands(commands)  # train, eval (their implementations need the `train` extra)
     return parser
 
 

@@ -1,0 +1,70 @@
+"""`earwitness train` and `earwitness eval` subcommands (the implementations need the `train` extra)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """Register `train` and `eval` on the CLI's subparsers (imports nothing heavy)."""
+    p = commands.add_parser("train", help="train, calibrate and export the classifier model",
+                            description="Train EarNet on a corpus (layout of ../shared/data), calibrate its thresholds "
+                                        "to a false-alarm budget on the validation groups, export ONNX; writes "
+                                        "NAME.pt, NAME.onnx and NAME.json into --out. Needs the `train` extra.")
+    p.add_argument("--data", required=True, type=Path, help="corpus dir (manifest.csv, clips/, background/, events/)")
+    p.add_argument("--out", required=True, type=Path, help="output dir for NAME.pt/.onnx/.json")
+    p.add_argument("--steps", type=int, default=4000, help="training steps (default 4000: ~10 min on 2 cores)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.25, help="share of each class's groups kept for validation")
+    p.add_argument("--workers", type=int, default=1, help="data-generation processes (0: in the main process)")
+    p.add_argument("--cache-dir", default=".cache", help="decoded-audio cache ('' to disable)")
+    p.add_argument("--limit-per-class", type=int, default=None, help="use at most N recordings per class (smoke runs)")
+    p.add_argument("--budget-per-24h", type=float, default=1.0, help="false events per 24 h per label (calibration)")
+    p.add_argument("--name", default="earwitness-v1")
+    p.set_defaults(handler=_train)
+
+    e = commands.add_parser("eval", help="measure the classifier on a corpus through the streaming path",
+                            description="Stream every recording of DIR through the daemon's pipeline (windows, "
+                                        "detector, event tracker); print clip AUC, event recall/precision/F1 and false "
+                                        "events per hour per label. Needs the `train` extra.")
+    e.add_argument("--data", required=True, type=Path, help="corpus dir (manifest.csv, clips/, background/, events/)")
+    e.add_argument("--model", type=Path, default=None, help="model .json (default: the shipped model)")
+    e.add_argument("--out", type=Path, default=None, help="write metrics JSON here (YAMNet's beside it as *.yamnet.json)")
+    e.add_argument("--plot", type=Path, default=None, help="write ROC and score-distribution PNGs into this dir")
+    e.add_argument("--baseline", choices=["yamnet"], default=None, help="also score the data with YAMNet (ai-edge-litert)")
+    e.add_argument("--config", type=Path, default=None, help="daemon config (windows, events); default: built-in defaults")
+    e.add_argument("--all-groups", action="store_true", help="also use the groups the model was trained on")
+    e.add_argument("--labels", nargs="+", default=None, help="labels to evaluate (default: the model's shipped labels)")
+    e.add_argument("--limit", type=int, default=None, help="evaluate a random subset of N recordings (smoke runs)")
+    e.set_defaults(handler=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from earwitness.training.train import train
+
+    train(args.data, args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+          val_fraction=args.val_fraction, workers=args.workers, cache_dir=args.cache_dir or None,
+          limit_per_class=args.limit_per_class, budget_per_24h=args.budget_per_24h, name=args.name)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from earwitness.training.evaluate import evaluate
+
+    evaluate(args.data, args.model, args.out, args.plot, args.baseline, args.config, args.all_groups, args.labels,
+             args.limit)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m earwitness.training.commands")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
