@@ -1,0 +1,107 @@
+"""`earwitness status` and the Prometheus endpoint against a running daemon."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from earwitness.daemon.status import client_socket_paths, exit_code, format_status, server_socket_path
+from tests.audio import write_bursts
+from tests.daemon_process import earwitness_command, write_config
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_status_reports_a_running_daemon(tmp_path: Path, daemons) -> None:
+    audio = write_bursts(tmp_path / "bursts.wav", 2.0, [0.3])
+    port = free_port()
+    config = write_config(tmp_path / "config.yaml", {
+        "sources": [
+            {"name": "cabin", "location": "cabin", "input": f"file:{audio}", "loop": True},
+            {"name": "exterior", "location": "exterior", "input": f"file:{audio}", "enabled": False},
+            {"name": "door", "location": "home", "input": f"file:{tmp_path / 'missing.wav'}"},
+        ],
+        "health": {"socket": str(tmp_path / "status.sock"), "prometheus": {"enabled": True, "port": port}},
+    })
+    daemon = daemons("--config", str(config))
+    daemon.wait_for(lambda: any(line.get("type") == "start" for line in daemon.lines()), what="an event")
+    time.sleep(0.6)  # a few more windows, for the rate
+
+    result = subprocess.run(earwitness_command("status", "--config", str(config), "--json"),
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 3, result.stderr  # reached, but a source failed
+    figures = json.loads(result.stdout)
+    cabin, exterior, door = (figures["sources"][name] for name in ("cabin", "exterior", "door"))
+    assert cabin["state"] == "listening" and cabin["location"] == "cabin"
+    assert cabin["windows"] >= 4
+    assert 2.0 <= cabin["windows_per_second"] <= 6.0  # hop 0.25 s in real time: about 4
+    assert cabin["inference_ms"] > 0
+    assert cabin["dropped_frames"] == 0
+    assert exterior["state"] == "disabled"
+    assert door["state"] == "failed" and "missing.wav" in door["error"]
+    assert figures["last_event"]["label"] == "loud" and figures["last_event"]["source"] == "cabin"
+    assert figures["pid"] == daemon.process.pid
+    assert figures["config"] == str(config)
+
+    table = subprocess.run(earwitness_command("status", "--socket", str(tmp_path / "status.sock")),
+                           capture_output=True, text=True, timeout=20)
+    assert table.returncode == 3
+    rows = {line.split()[0]: line.split() for line in table.stdout.splitlines() if line.split()}
+    assert rows["cabin"][1:3] == ["cabin", "listening"]
+    assert rows["exterior"][1:3] == ["exterior", "disabled"]
+    assert rows["door"][1:3] == ["home", "failed"]
+    assert "last event: loud" in table.stdout
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        metrics = response.read().decode()
+    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
+    assert float(samples['earwitness_windows_total{source="cabin"}']) >= 4
+    assert samples['earwitness_source_state{source="cabin",location="cabin",state="listening"}'] == "1"
+    assert samples['earwitness_source_state{source="door",location="home",state="failed"}'] == "1"
+    assert samples['earwitness_dropped_frames_total{source="cabin"}'] == "0"
+    assert "# TYPE earwitness_windows_total counter" in metrics
+    assert any(key.startswith("earwitness_last_event_timestamp_seconds{") for key in samples)
+
+    assert daemon.stop() == 1  # a failed source makes a non-zero exit
+    assert not (tmp_path / "status.sock").exists()
+
+
+def test_status_without_a_daemon_says_where_it_looked(tmp_path: Path) -> None:
+    result = subprocess.run(earwitness_command("status", "--socket", str(tmp_path / "none.sock")),
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 1
+    assert "no running earwitness daemon answered" in result.stderr and "none.sock" in result.stderr
+
+
+def test_socket_paths() -> None:
+    assert server_socket_path(None, {"RUNTIME_DIRECTORY": "/run/earwitness"}) == Path("/run/earwitness/status.sock")
+    assert server_socket_path(None, {"XDG_RUNTIME_DIR": "/run/user/1000"}) == Path("/run/user/1000/earwitness/status.sock")
+    assert server_socket_path(Path("/x.sock"), {"RUNTIME_DIRECTORY": "/run/earwitness"}) == Path("/x.sock")
+    # An admin's shell has no RUNTIME_DIRECTORY: the service's socket is still found.
+    assert Path("/run/earwitness/status.sock") in client_socket_paths(None, {"XDG_RUNTIME_DIR": "/run/user/0"})
+
+
+def test_the_table_shows_hubs_and_the_exit_code_flags_a_disconnected_hub() -> None:
+    snapshot = {
+        "version": "0.1.0", "pid": 42, "uptime_s": 3723,
+        "sources": {"cabin": {"location": "car", "state": "listening", "error": None, "windows": 10,
+                              "windows_per_second": 4.0, "dropped_frames": 0, "inference_ms": 1.5}},
+        "sinks": {"mqtt:home": {"connected": True, "outbox": 0}, "mqtt:vehicle": {"connected": False, "outbox": 17}},
+        "last_event": None,
+    }
+    text = format_status(snapshot)
+    assert "up 1h 2m" in text
+    assert any(line.split() == ["mqtt:vehicle", "NO", "17"] for line in text.splitlines())
+    assert any(line.split() == ["mqtt:home", "yes", "0"] for line in text.splitlines())
+    assert exit_code(snapshot) == 3
+    snapshot["sinks"]["mqtt:vehicle"]["connected"] = True
+    assert exit_code(snapshot) == 0
