@@ -1,0 +1,365 @@
+"""A per-source model of "normal" sound for the anomaly detector (numpy only).
+
+Design (see README, "Anomaly detector"):
+
+- **Memory bank + kNN.** Up to `bank_size` feature vectors of normal windows. A window's raw
+  anomaly distance `d` is the mean Euclidean distance to its `k` nearest bank entries,
+  ignoring entries taken within `exclude_s` of it (overlapping neighbours would make
+  everything look familiar).
+- **Learning period.** For the first `learn_s` seconds of audio, every window not claimed by a
+  known label goes into the bank (reservoir sampling once full); no alerts.
+- **Slow adaptation.** Afterwards an eligible window (below `learn_below` x threshold, not
+  claimed, not within `hold_s` of an anomalous window) replaces a random bank entry with a
+  probability that renews the bank over about `adapt_s` seconds. Anomalous windows never enter.
+- **Habituation.** Anomalous windows go to a quarantine instead. When a new anomalous window
+  has neighbours (closer than the threshold) in quarantine from `habituate_episodes` distinct
+  episodes (separated by at least `episode_gap_s` without anomalies), that recurring sound is
+  promoted into the bank: a sound that keeps coming back stops being anomalous.
+- **Budget threshold.** The threshold on `d` is refitted every `refit_s` from a ring of recent
+  scores: the tail above their 99th percentile is fitted with an exponential
+  (peaks over threshold) and extrapolated to the exceedance rate that gives `max_per_day`
+  events per day. At the end of the learning period the ring is seeded with the bank's
+  leave-one-out distances, so alerting starts with a calibrated threshold.
+- **Score.** `1 - 0.5 ** (d / threshold)`: 0.5 at the threshold, in [0, 1).
+
+A clock of audio seconds is kept in the state, so times stay consistent across restarts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+STATE_VERSION = 1
+TAIL_QUANTILE = 0.99
+MIN_RING = 50
+
+
+@dataclass(frozen=True)
+class NormalModelParams:
+    learn_s: float = 600.0
+    bank_size: int = 2048
+    k: int = 3
+    exclude_s: float = 5.0
+    adapt_s: float = 86400.0
+    learn_below: float = 0.6
+    hold_s: float = 2.0
+    max_per_day: float = 2.0
+    cluster_windows: float = 4.0
+    """Windows above threshold per false event (overlapping windows come in runs)."""
+    min_threshold: float = 0.0
+    refit_s: float = 60.0
+    ring_size: int = 16384
+    habituate_episodes: int = 3
+    episode_gap_s: float = 60.0
+    quarantine_size: int = 512
+    quarantine_max_age_s: float = 7 * 86400.0
+
+
+class StateError(Exception):
+    """A state file that cannot be used (corrupt, other version, other feature size)."""
+
+
+class NormalModel:
+    def __init__(self, params: NormalModelParams, seed: int = 0) -> None:
+        self.p = params
+        self.rng = np.random.default_rng(seed)
+        self.dim: int | None = None
+        self._bank = np.zeros((0, 0), np.float32)
+        self._bank_t = np.zeros(0, np.float64)
+        self.n_bank = 0
+        self.n_seen = 0  # windows offered to the reservoir during learning
+        self.clock_s = 0.0  # audio seconds seen (continues across restarts)
+        self.learned_s = 0.0  # audio seconds of learning done
+        self.threshold = math.inf
+        self.ring = np.zeros(0, np.float32)
+        self.ring_pos = 0
+        self.last_refit_s = -math.inf
+        self.last_anomaly_s = -math.inf
+        self.episode = 0
+        self.q = np.zeros((0, 0), np.float32)
+        self.q_t = np.zeros(0, np.float64)
+        self.q_ep = np.zeros(0, np.int64)
+        self.n_habituated = 0
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def learning(self) -> bool:
+        return self.learned_s < self.p.learn_s or not math.isfinite(self.threshold)
+
+    @property
+    def bank(self) -> np.ndarray:
+        return self._bank[: self.n_bank]
+
+    @property
+    def bank_t(self) -> np.ndarray:
+        return self._bank_t[: self.n_bank]
+
+    def _init_dim(self, dim: int) -> None:
+        self.dim = dim
+        self._bank = np.zeros((self.p.bank_size, dim), np.float32)
+        self._bank_t = np.zeros(self.p.bank_size, np.float64)
+        self.n_bank = 0
+        self.q = np.zeros((0, dim), np.float32)
+
+    def _bank_put(self, x: np.ndarray, t: float, slot: int | None = None) -> None:
+        """Append (while there is room) or overwrite `slot` (a random one if None)."""
+        if self.n_bank < self.p.bank_size:
+            slot, self.n_bank = self.n_bank, self.n_bank + 1
+        elif slot is None:
+            slot = int(self.rng.integers(self.n_bank))
+        self._bank[slot] = x
+        self._bank_t[slot] = t
+
+    # -- scoring ------------------------------------------------------------------------------
+    def distance(self, x: np.ndarray, at_s: float | None = None) -> float:
+        """Mean distance to the k nearest bank entries not taken within `exclude_s` of `at_s`."""
+        if len(self.bank) == 0:
+            return math.inf
+        d2 = np.sum(np.square(self.bank - x[None, :]), axis=1)
+        if at_s is not None and self.p.exclude_s > 0:
+            d2 = np.where(np.abs(self.bank_t - at_s) < self.p.exclude_s, np.inf, d2)
+        k = min(self.p.k, len(d2))
+        nearest = np.partition(d2, k - 1)[:k]
+        nearest = nearest[np.isfinite(nearest)]
+        if len(nearest) == 0:
+            return math.inf
+        return float(np.mean(np.sqrt(np.maximum(nearest, 0.0))))
+
+    def to_score(self, d: float) -> float:
+        if not math.isfinite(self.threshold) or self.threshold <= 0:
+            return 0.0
+        if not math.isfinite(d):
+            return 1.0
+        return float(1.0 - 0.5 ** (d / self.threshold))
+
+    def step(self, x: np.ndarray, dt_s: float, claimed: bool = False) -> tuple[float, float]:
+        """Score one window (feature vector `x`), then learn from it as the rules allow.
+
+        `dt_s`: audio seconds since the previous window (the hop). Returns (distance, score);
+        the score is 0 during the learning period.
+        """
+        x = np.asarray(x, np.float32).ravel()
+        if self.dim is None:
+            self._init_dim(len(x))
+        elif len(x) != self.dim:
+            raise ValueError(f"feature size {len(x)} differs from the model's {self.dim}")
+        self.clock_s += max(dt_s, 0.0)
+        now = self.clock_s
+        d = self.distance(x, now)
+        if self.learning:
+            self.learned_s += max(dt_s, 0.0)
+            if not claimed:
+                self._reservoir(x, now)
+            if self.learned_s >= self.p.learn_s and len(self.bank) > self.p.k:
+                self._end_learning()
+            return d, 0.0
+        score = self.to_score(d)
+        anomalous = d >= self.threshold
+        if not claimed and not anomalous and math.isfinite(d):
+            self._push_ring(d)  # recent *normal* scores: anomalies would raise the threshold over themselves
+        if anomalous and not claimed:
+            self._quarantine(x, now)
+        elif not claimed and d < self.p.learn_below * self.threshold and now - self.last_anomaly_s >= self.p.hold_s:
+            self._adapt(x, now, dt_s)
+        if now - self.last_refit_s >= self.p.refit_s:
+            self.refit()
+        return d, score
+
+    # -- learning -----------------------------------------------------------------------------
+    def _reservoir(self, x: np.ndarray, now: float) -> None:
+        self.n_seen += 1
+        if self.n_bank < self.p.bank_size:
+            self._bank_put(x, now)
+            return
+        j = int(self.rng.integers(self.n_seen))
+        if j < self.p.bank_size:
+            self._bank_put(x, now, j)
+
+    def _adapt(self, x: np.ndarray, now: float, dt_s: float) -> None:
+        if self.n_bank < self.p.bank_size:
+            self._bank_put(x, now)
+            return
+        rate = self.p.bank_size * max(dt_s, 1e-3) / self.p.adapt_s
+        if self.rng.random() < rate:
+            self._bank_put(x, now)
+
+    def _end_learning(self) -> None:
+        """Seed the score ring with the bank's leave-one-out distances and fit the threshold."""
+        self.learned_s = max(self.learned_s, self.p.learn_s)
+        n = len(self.bank)
+        sq = np.sum(np.square(self.bank.astype(np.float64)), axis=1)
+        dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * self.bank @ self.bank.T, 0.0))
+        close = np.abs(self.bank_t[:, None] - self.bank_t[None, :]) < max(self.p.exclude_s, 1e-9)
+        dist[close] = np.inf  # includes the diagonal
+        k = min(self.p.k, n - 1)
+        part = np.sort(dist, axis=1)[:, :k]
+        loo = np.array([np.mean(r[np.isfinite(r)]) if np.isfinite(r).any() else np.nan for r in part])
+        loo = loo[np.isfinite(loo)]
+        self.ring = loo.astype(np.float32)[-self.p.ring_size:]
+        self.ring_pos = 0
+        self.refit()
+        if not math.isfinite(self.threshold):  # too few windows to fit: a wide margin
+            self.threshold = float(np.max(loo)) * 2.0 if len(loo) else 1.0
+
+    def _push_ring(self, d: float) -> None:
+        if len(self.ring) < self.p.ring_size:
+            self.ring = np.append(self.ring, np.float32(d))
+        else:
+            self.ring[self.ring_pos] = d
+            self.ring_pos = (self.ring_pos + 1) % self.p.ring_size
+
+    def refit(self) -> None:
+        """Threshold from recent scores, extrapolated to the false-event budget."""
+        self.last_refit_s = self.clock_s
+        if len(self.ring) < MIN_RING:
+            return
+        self.threshold = max(budget_threshold(self.ring, self.target_exceedance()), self.p.min_threshold)
+
+    def target_exceedance(self) -> float:
+        """Fraction of windows allowed above threshold: max_per_day events x windows per event."""
+        hop = self._hop_s if getattr(self, "_hop_s", None) else 0.25
+        windows_per_day = 86400.0 / hop
+        return min(self.p.max_per_day * self.p.cluster_windows / windows_per_day, 0.5)
+
+    def set_hop(self, hop_s: float) -> None:
+        if hop_s > 0:
+            self._hop_s = hop_s
+
+    # -- habituation --------------------------------------------------------------------------
+    def _quarantine(self, x: np.ndarray, now: float) -> None:
+        if now - self.last_anomaly_s > self.p.episode_gap_s:
+            self.episode += 1
+        self.last_anomaly_s = now
+        keep = now - self.q_t <= self.p.quarantine_max_age_s
+        self.q, self.q_t, self.q_ep = self.q[keep], self.q_t[keep], self.q_ep[keep]
+        if len(self.q):
+            near = np.sqrt(np.sum(np.square(self.q - x[None]), axis=1)) < self.threshold
+            episodes = set(self.q_ep[near].tolist()) | {self.episode}
+            if len(episodes) >= self.p.habituate_episodes:
+                self._promote(np.vstack([self.q[near], x[None]]), np.append(self.q_t[near], now))
+                self.q, self.q_t, self.q_ep = self.q[~near], self.q_t[~near], self.q_ep[~near]
+                self.n_habituated += 1
+                return
+        self.q = np.vstack([self.q, x[None]])[-self.p.quarantine_size:]
+        self.q_t = np.append(self.q_t, now)[-self.p.quarantine_size:]
+        self.q_ep = np.append(self.q_ep, self.episode)[-self.p.quarantine_size:]
+
+    def _promote(self, xs: np.ndarray, ts: np.ndarray) -> None:
+        for x, t in zip(xs, ts):
+            self._bank_put(x, float(t))
+
+    # -- persistence --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        meta = {
+            "version": STATE_VERSION, "params": asdict(self.p), "dim": self.dim, "n_seen": self.n_seen,
+            "clock_s": self.clock_s, "learned_s": self.learned_s,
+            "threshold": self.threshold if math.isfinite(self.threshold) else None,
+            "ring_pos": self.ring_pos, "last_refit_s": _finite(self.last_refit_s),
+            "last_anomaly_s": _finite(self.last_anomaly_s), "episode": self.episode,
+            "n_habituated": self.n_habituated, "hop_s": getattr(self, "_hop_s", None),
+        }
+        arrays = {"bank": self.bank, "bank_t": self.bank_t, "ring": self.ring, "q": self.q, "q_t": self.q_t,
+                  "q_ep": self.q_ep}
+        return {"meta": meta, "arrays": arrays}
+
+    def save(self, path: Path) -> None:
+        """Write the state atomically (temporary file, fsync, rename)."""
+        state = self.state_dict()
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.frombuffer(json.dumps(state["meta"]).encode(), np.uint8), **state["arrays"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, params: NormalModelParams, seed: int = 0) -> "NormalModel":
+        """Load a saved state; the current `params` apply. Raises StateError if it is unusable."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(bytes(data["meta"]).decode())
+                arrays = {name: data[name] for name in ("bank", "bank_t", "ring", "q", "q_t", "q_ep")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+            raise StateError(f"unreadable: {type(error).__name__}: {error}") from None
+        if not isinstance(meta, dict) or meta.get("version") != STATE_VERSION:
+            raise StateError(f"unknown state version {meta.get('version') if isinstance(meta, dict) else meta!r}")
+        model = cls(params, seed)
+        try:
+            dim = meta["dim"]
+            if dim is not None:
+                model._init_dim(int(dim))
+                bank, q = arrays["bank"].astype(np.float32), arrays["q"].astype(np.float32)
+                if bank.ndim != 2 or bank.shape[1] != dim or q.ndim != 2 or q.shape[1] != dim:
+                    raise StateError("array shapes do not match the feature size")
+                if len(arrays["bank_t"]) != len(bank) or len(arrays["q_t"]) != len(q) or len(arrays["q_ep"]) != len(q):
+                    raise StateError("array lengths do not match")
+                if not np.all(np.isfinite(bank)):
+                    raise StateError("non-finite values in the memory bank")
+                n = min(len(bank), params.bank_size)
+                model._bank[:n], model._bank_t[:n], model.n_bank = bank[:n], arrays["bank_t"][:n], n
+                model.q = q
+                model.q_t, model.q_ep = arrays["q_t"].astype(np.float64), arrays["q_ep"].astype(np.int64)
+            model.ring = arrays["ring"].astype(np.float32)[-params.ring_size:]
+            model.ring_pos = int(meta["ring_pos"]) % max(len(model.ring), 1)
+            model.n_seen = int(meta["n_seen"])
+            model.clock_s = float(meta["clock_s"])
+            model.learned_s = float(meta["learned_s"])
+            model.threshold = float(meta["threshold"]) if meta["threshold"] is not None else math.inf
+            model.last_refit_s = _unfinite(meta["last_refit_s"])
+            model.last_anomaly_s = _unfinite(meta["last_anomaly_s"])
+            model.episode = int(meta["episode"])
+            model.n_habituated = int(meta.get("n_habituated", 0))
+            if meta.get("hop_s"):
+                model.set_hop(float(meta["hop_s"]))
+        except StateError:
+            raise
+        except (KeyError, TypeError, ValueError) as error:
+            raise StateError(f"bad state: {type(error).__name__}: {error}") from None
+        if model.learned_s >= params.learn_s and len(model.ring) >= MIN_RING:
+            model.refit()  # the budget may have changed in the config
+        return model
+
+
+def budget_threshold(scores: np.ndarray, exceedance: float, tail_quantile: float = TAIL_QUANTILE,
+                     min_tail: int = 50) -> float:
+    """Score that `exceedance` of windows exceed, from an exponential fit of the tail.
+
+    Above the tail quantile (the 99th percentile, lower when there are too few scores for
+    `min_tail` exceedances) the excesses are modelled as exponential (peaks over threshold,
+    shape 0). Its scale is estimated robustly, from the median excess, so that a few
+    anomalies among the scores do not inflate it. The result is never below the highest
+    score seen when the target lies beyond the observed range.
+    """
+    s = np.sort(np.asarray(scores, np.float64)[np.isfinite(scores)])
+    if len(s) == 0:
+        return math.inf
+    tail_p = min(max(1.0 - tail_quantile, min_tail / len(s)), 0.5)
+    if exceedance >= tail_p:
+        return float(np.quantile(s, 1.0 - exceedance))
+    u = float(np.quantile(s, 1.0 - tail_p))
+    excess = s[s > u] - u
+    beta = float(np.median(excess)) / math.log(2.0) if len(excess) else 0.0
+    beta = max(beta, 1e-6)
+    t = u + beta * math.log(tail_p / exceedance)
+    if exceedance < 1.0 / len(s) and len(s) >= 1000:
+        t = max(t, float(s[-1]))
+    return t
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _unfinite(x: float | None) -> float:
+    return -math.inf if x is None else float(x)
