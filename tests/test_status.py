@@ -95,13 +95,35 @@ def test_the_table_shows_hubs_and_the_exit_code_flags_a_disconnected_hub() -> No
         "version": "0.1.0", "pid": 42, "uptime_s": 3723,
         "sources": {"cabin": {"location": "car", "state": "listening", "error": None, "windows": 10,
                               "windows_per_second": 4.0, "dropped_frames": 0, "inference_ms": 1.5}},
-        "sinks": {"mqtt:home": {"connected": True, "outbox": 0}, "mqtt:vehicle": {"connected": False, "outbox": 17}},
+        "sinks": {"mqtt:home": {"connected": True, "outbox": 0},
+                  "mqtt:vehicle": {"connected": False, "outbox": 17, "error": "connection refused"},
+                  "captions": {"backend": "template", "requested": 3}},
         "last_event": None,
     }
     text = format_status(snapshot)
     assert "up 1h 2m" in text
     assert any(line.split() == ["mqtt:vehicle", "NO", "17"] for line in text.splitlines())
     assert any(line.split() == ["mqtt:home", "yes", "0"] for line in text.splitlines())
+    assert "  mqtt:vehicle: connection refused" in text
+    assert "captions: backend template, requested 3" in text
     assert exit_code(snapshot) == 3
     snapshot["sinks"]["mqtt:vehicle"]["connected"] = True
     assert exit_code(snapshot) == 0
+
+
+def test_metrics_carry_hub_figures() -> None:
+    from earwitness.daemon.health import Health
+    from earwitness.integrations.prometheus import render_metrics
+
+    health = Health()
+    health.source("cabin", "car").record_window(0.002)
+    health.sinks["mqtt:home"] = {"connected": True, "outbox": 0}
+    health.sinks["mqtt:vehicle"] = {"connected": False, "outbox": 17}
+    health.sinks["captions"] = {"backend": "template"}
+    text = render_metrics(health, "van")
+    assert 'earwitness_hub_connected{hub="mqtt:vehicle"} 0' in text
+    assert 'earwitness_hub_outbox_messages{hub="mqtt:vehicle"} 17' in text
+    assert 'earwitness_hub_connected{hub="mqtt:home"} 1' in text
+    assert 'earwitness_inference_seconds{source="cabin"} 0.002' in text
+    assert 'earwitness_info{version="' in text and 'device="van"' in text
+    assert "captions" not in text

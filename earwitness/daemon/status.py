@@ -204,15 +204,24 @@ def format_status(snapshot: dict[str, Any], source_path: Path | None = None) -> 
     lines.extend(notes)
     lines.append("")
 
-    hubs = {name: figures for name, figures in snapshot.get("sinks", {}).items() if isinstance(figures, dict)}
+    sinks = {name: figures for name, figures in snapshot.get("sinks", {}).items() if isinstance(figures, dict)}
+    hubs = {name: figures for name, figures in sinks.items() if "connected" in figures}
     if hubs:
         rows = [("HUB", "CONNECTED", "OUTBOX")]
+        notes = []
         for name, figures in hubs.items():
-            connected = figures.get("connected")
-            rows.append((name, "-" if connected is None else ("yes" if connected else "NO"), str(figures.get("outbox", "-"))))
+            outbox = figures.get("outbox")
+            rows.append((name, "yes" if figures["connected"] else "NO", "-" if outbox is None else str(outbox)))
+            if not figures["connected"] and figures.get("error"):
+                notes.append(f"  {name}: {figures['error']}")
         lines.extend(_table(rows))
+        lines.extend(notes)
     else:
         lines.append("no hubs configured")
+    for name, figures in sinks.items():
+        if name not in hubs:
+            scalars = ", ".join(f"{key} {value}" for key, value in figures.items() if isinstance(value, (str, int, float)))
+            lines.append(f"{name}: {scalars}")
     lines.append("")
 
     event = snapshot.get("last_event")

@@ -58,7 +58,8 @@ def render_metrics(health: Health, device_id: str) -> str:
            [(_labels(source=name), s["dropped_frames"]) for name, s in sources.items()])
     family("earwitness_inference_seconds", "gauge", "Detector time per window (exponential moving average).",
            [(_labels(source=name), s["inference_ms"] / 1000) for name, s in sources.items()])
-    hubs = {name: figures for name, figures in health.sinks.items() if isinstance(figures, dict)}
+    sinks = dict(health.sinks)  # one atomic copy: hubs update their figures from their own threads
+    hubs = {name: figures for name, figures in sinks.items() if isinstance(figures, dict)}
     family("earwitness_hub_connected", "gauge", "1 while the hub (MQTT broker) is connected.",
            [(_labels(hub=name), 1 if f.get("connected") else 0) for name, f in hubs.items() if "connected" in f])
     family("earwitness_hub_outbox_messages", "gauge", "Messages waiting in the hub's outbox.",

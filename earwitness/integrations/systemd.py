@@ -126,7 +126,8 @@ def status_line(health: Health) -> str:
         parts.append("all sensors off (privacy switch)" if everything_off else "off: " + ", ".join(by_state["disabled"]))
     if by_state.get("ended"):
         parts.append("ended: " + ", ".join(by_state["ended"]))
-    hubs = [figures for figures in health.sinks.values() if isinstance(figures, dict) and "connected" in figures]
+    sinks = list(health.sinks.values())  # one atomic copy: hubs update their figures from their own threads
+    hubs = [figures for figures in sinks if isinstance(figures, dict) and "connected" in figures]
     if hubs:
         connected = sum(1 for figures in hubs if figures.get("connected"))
         parts.append(f"{connected}/{len(hubs)} hub{'s' if len(hubs) != 1 else ''} connected")
