@@ -102,7 +102,7 @@ class StatusServer(DaemonObserver):
         try:
             self._prepare_directory()
             if self._another_daemon_answers():
-                log.error("status socket in use by another daemon; `earwitness status` will reach that one",
+                log.warning("status socket in use by another daemon; `earwitness status` will reach that one",
                           socket=str(self.path))
                 return
             with _suppress_missing():
