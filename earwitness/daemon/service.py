@@ -169,8 +169,9 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 self._loop.remove_signal_handler(signum)
         failed = [name for name, stats in self.health.sources.items() if stats.state == "failed"]
-        log.info("daemon stopped", failed_sources=failed)
-        return 1 if failed else 0
+        log.info("daemon stopped", failed_sources=failed, requested=self._stop.is_set())
+        # A stop that was asked for is a clean exit; a run that ended by itself failed if a source did.
+        return 1 if failed and not self._stop.is_set() else 0
 
     def request_stop(self) -> None:
         log.info("stopping")
