@@ -585,8 +585,8 @@ class CaptionSink:
     def _publish(self, job: _Job, caption: str, fallback: bool) -> None:
         with self._lock:
             event = self._latest.pop(job.id, job.event)
-        self.stats["template_fallbacks" if fallback else "captioned"] += 1
-        self._publish_stats()
+            self.stats["template_fallbacks" if fallback else "captioned"] += 1
+            self._publish_stats()
         if self._closed:
             return
         try:
