@@ -99,6 +99,7 @@ class Broker:
             "log_type warning",
             "log_type notice",
             "log_type information",
+            "log_type subscribe",
         ]
         if os.geteuid() == 0:
             lines.append(f"user {getpass.getuser()}")

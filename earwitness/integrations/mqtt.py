@@ -191,7 +191,7 @@ class MqttHubSink:
         while self._connack is None:
             if self._stop.is_set():
                 return False
-            if client.loop(LOOP_TIMEOUT_S) != MQTTErrorCode.MQTT_ERR_SUCCESS or self._lost:
+            if (client.loop(LOOP_TIMEOUT_S) != MQTTErrorCode.MQTT_ERR_SUCCESS or self._lost) and self._connack is None:
                 self._fail("mqtt connection closed before the broker answered", "no CONNACK")
                 return False
             if time.monotonic() > deadline:
