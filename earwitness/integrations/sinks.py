@@ -165,4 +165,8 @@ def build_sinks(context: SinkContext) -> list[Sink]:
         from earwitness.integrations.captions import CaptionSink
 
         sinks.append(CaptionSink(context))
+    if context.config.hubs:
+        from earwitness.integrations.mqtt import build_mqtt_sinks
+
+        sinks.extend(build_mqtt_sinks(context))
     return sinks
