@@ -294,16 +294,21 @@ def test_discovery_and_remote_control(tmp_path: Path, cleanup: list) -> None:
     config = daemon_config(tmp_path, sources=[source("kitchen", burst_loop(tmp_path / "k.wav"))], hubs=[
         hub("home", broker, discovery={"enabled": True, "off_delay_s": 30}, allow_remote_control=True),
     ], detectors=[{"type": "energy", "label": "loud"}, {"type": "energy", "label": "glass_break"}])
+    watch = Subscriber(broker, ["#"], persistent=False)
+    cleanup.append(watch)
     daemon = start_daemon(tmp_path, config)
     cleanup.append(daemon)
     daemon.wait_for_log("mqtt discovery announced", hub="home")
-
-    ha = Subscriber(broker, ["homeassistant/#", f"earwitness/{DEVICE}/+/sensor"], persistent=False)
-    cleanup.append(ha)
     base = f"homeassistant/{{}}/{DEVICE}/{{}}/config"
     topics = {base.format("event", "kitchen_events"), base.format("binary_sensor", "kitchen_loud"),
               base.format("binary_sensor", "kitchen_glass_break"), base.format("switch", "kitchen_sensor")}
-    wait_until(lambda: topics <= {m.topic for m in ha.matching(lambda m: m.retain and m.payload)}, what=f"retained discovery (got {[(m.topic, m.retain) for m in ha.messages]})")
+    # Once the broker has passed every config on, a new subscriber gets them from the retained store.
+    wait_until(lambda: topics | {f"earwitness/{DEVICE}/kitchen/sensor"} <= {m.topic for m in watch.matching(lambda m: True)},
+               what="discovery published")
+
+    ha = Subscriber(broker, ["homeassistant/#", f"earwitness/{DEVICE}/+/sensor"], persistent=False)
+    cleanup.append(ha)
+    wait_until(lambda: topics <= {m.topic for m in ha.matching(lambda m: m.retain and m.payload)}, what="retained discovery")
     configs = {m.topic: m.json() for m in ha.matching(lambda m: m.payload and m.topic.startswith("homeassistant/"))}
     assert set(configs) == topics
     ids = [c["unique_id"] for c in configs.values()]
