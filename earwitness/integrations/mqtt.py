@@ -192,7 +192,7 @@ class MqttHubSink:
             if self._stop.is_set():
                 return False
             if (client.loop(LOOP_TIMEOUT_S) != MQTTErrorCode.MQTT_ERR_SUCCESS or self._lost) and self._connack is None:
-                self._fail("mqtt connection closed before the broker answered", "no CONNACK")
+                self._fail("mqtt connect failed", "connection closed before the broker answered (no CONNACK)")
                 return False
             if time.monotonic() > deadline:
                 self._fail("mqtt broker did not answer the connect", "CONNACK timeout")
