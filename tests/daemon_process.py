@@ -32,7 +32,8 @@ class DaemonProcess:
         self._stderr = self.stderr_path.open("w")
         self.process = subprocess.Popen(
             earwitness_command("run", *args), stdout=self._stdout, stderr=self._stderr, stdin=stdin,
-            env={**os.environ, **(env or {})},
+            # Each daemon gets its own runtime (status socket) and state directories.
+            env={**os.environ, "RUNTIME_DIRECTORY": str(workdir), "STATE_DIRECTORY": str(workdir / "state"), **(env or {})},
         )
 
     def lines(self) -> list[dict[str, Any]]:

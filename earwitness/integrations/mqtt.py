@@ -111,7 +111,7 @@ class MqttHubSink:
             return
         payload = json.dumps(change.message(), separators=(",", ":")).encode()
         self._outbox.add(self._topics.events, payload)
-        self._live.put((self._topics.state(event.source.name, event.label), "OFF" if change.type == "end" else "ON"))
+        self._live.put((self._topics.state(event.source.name, event.label), "OFF" if change.type == "end" or event.ended_at is not None else "ON"))
 
     def handle_sensor(self, state: SensorState) -> None:
         if state.source.name not in self._source_names:
