@@ -71,7 +71,7 @@ def test_status_reports_a_running_daemon(tmp_path: Path, daemons) -> None:
     assert "# TYPE earwitness_windows_total counter" in metrics
     assert any(key.startswith("earwitness_last_event_timestamp_seconds{") for key in samples)
 
-    assert daemon.stop() == 1  # a failed source makes a non-zero exit
+    assert daemon.stop() == 0  # a requested stop is a clean exit, even with a failed source
     assert not (tmp_path / "status.sock").exists()
 
 
