@@ -48,6 +48,9 @@ class NormalModelParams:
     bank_size: int = 2048
     k: int = 3
     exclude_s: float = 5.0
+    calib_exclude_s: float = 30.0
+    """At the end of learning, the bank's leave-one-out distances ignore entries this close in time:
+    new sound is further from the bank than the seconds around a window are."""
     adapt_s: float = 86400.0
     learn_below: float = 0.6
     hold_s: float = 2.0
@@ -184,9 +187,6 @@ class NormalModel:
             self._bank_put(x, now, j)
 
     def _adapt(self, x: np.ndarray, now: float, dt_s: float) -> None:
-        if self.n_bank < self.p.bank_size:
-            self._bank_put(x, now)
-            return
         rate = self.p.bank_size * max(dt_s, 1e-3) / self.p.adapt_s
         if self.rng.random() < rate:
             self._bank_put(x, now)
@@ -197,7 +197,9 @@ class NormalModel:
         n = len(self.bank)
         sq = np.sum(np.square(self.bank.astype(np.float64)), axis=1)
         dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * self.bank @ self.bank.T, 0.0))
-        close = np.abs(self.bank_t[:, None] - self.bank_t[None, :]) < max(self.p.exclude_s, 1e-9)
+        span = float(self.bank_t.max() - self.bank_t.min()) if n else 0.0
+        gap = min(max(self.p.exclude_s, self.p.calib_exclude_s), span / 4)  # short learning: keep neighbours
+        close = np.abs(self.bank_t[:, None] - self.bank_t[None, :]) < max(gap, self.p.exclude_s, 1e-9)
         dist[close] = np.inf  # includes the diagonal
         k = min(self.p.k, n - 1)
         part = np.sort(dist, axis=1)[:, :k]

@@ -16,7 +16,7 @@ from earwitness.daemon.events import EventChange, SourceInfo
 from earwitness.daemon.health import SourceStats
 from earwitness.daemon.tracker import EventTracker
 from earwitness.daemon.windows import Window, Windower
-from earwitness.detectors import build_detectors
+from earwitness.detectors import DetectorContext, build_detectors
 from earwitness.detectors.base import Detector
 
 log = structlog.get_logger(__name__)
@@ -67,6 +67,10 @@ class Pipeline:
         """End every open event: the stream ended or the source was switched off."""
         if self._tracker is not None:
             self._tracker.finish()
+        for detector in self._detectors:
+            close = getattr(detector, "close", None)
+            if close is not None:
+                close()  # e.g. the anomaly detector persists its model
 
     def _new_tracker(self, started_at: datetime) -> EventTracker:
         defaults = {label: t for d in self._detectors for label, t in d.thresholds.items()}
@@ -100,4 +104,6 @@ def build_pipeline(
 ) -> Pipeline:
     """A fresh pipeline (detectors with their own state) for one source."""
     info = SourceInfo(source.name, source.location)
-    return Pipeline(info, config, build_detectors(config.detectors), emit, stats, ClipRecorder.for_config(config, info))
+    context = DetectorContext(source=source.name, state_dir=config.resolved_state_dir())
+    detectors = build_detectors(config.detectors, context)
+    return Pipeline(info, config, detectors, emit, stats, ClipRecorder.for_config(config, info))

@@ -67,7 +67,7 @@ def window_features(audio: np.ndarray, classifier=None, batch: int = 128) -> dic
     frontend = LogMelFrontend()
     wl, hl = int(WINDOW_S * SAMPLE_RATE), int(HOP_S * SAMPLE_RATE)
     n = 1 + (len(audio) - wl) // hl if len(audio) >= wl else 0
-    embs, probs, levels, fluxes = [], [], [], []
+    embs, probs, levels, fluxes, crests = [], [], [], [], []
     for b0 in range(0, n, batch):
         idx = (np.arange(b0, min(n, b0 + batch)) * hl)[:, None] + np.arange(wl)[None, :]
         frames = audio[idx]
@@ -78,9 +78,10 @@ def window_features(audio: np.ndarray, classifier=None, batch: int = 128) -> dic
             p, e = np.zeros((len(frames), 0), np.float32), np.stack([logmel_shape(m) for m in logmel])
         rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
         for m, r in zip(logmel, rms):
-            level, flux = signal_features(m, 20.0 * math.log10(max(float(r), 1e-10)))
+            level, flux, crest = signal_features(m, 20.0 * math.log10(max(float(r), 1e-10)))
             levels.append(level)
             fluxes.append(flux)
+            crests.append(crest)
         embs.append(e)
         probs.append(p)
     dim = embs[0].shape[1] if embs else 0
@@ -88,6 +89,7 @@ def window_features(audio: np.ndarray, classifier=None, batch: int = 128) -> dic
         "emb": np.concatenate(embs) if embs else np.zeros((0, dim), np.float32),
         "probs": np.concatenate(probs) if probs else np.zeros((0, 0), np.float32),
         "level": np.asarray(levels, np.float32), "flux": np.asarray(fluxes, np.float32),
+        "crest": np.asarray(crests, np.float32),
         "start_s": np.arange(n) * HOP_S,
     }
 
@@ -160,7 +162,7 @@ def run_detector(feats: dict[str, np.ndarray], det_config, learn_s: float, thres
     from earwitness.daemon.events import SourceInfo
     from earwitness.daemon.tracker import EventTracker
     from earwitness.detectors import DetectorContext
-    from earwitness.detectors.anomaly import AnomalyDetector, feature_vector
+    from earwitness.detectors.anomaly import AnomalyDetector, feature_vector, label_features
 
     cfg = det_config.model_copy(update={"learn_s": learn_s, "persist": False})
     det = AnomalyDetector(cfg, DetectorContext(source="eval", state_dir=None, thresholds=thresholds))
@@ -178,10 +180,10 @@ def run_detector(feats: dict[str, np.ndarray], det_config, learn_s: float, thres
     probs = feats["probs"]
     idx = {lb: all_labels.index(lb) for lb in thresholds if lb in all_labels}
     for i in range(n):
-        x = feature_vector(feats["emb"][i], float(feats["level"][i]), float(feats["flux"][i]), cfg.level_weight,
-                           cfg.flux_weight)
         known = {lb: float(probs[i, j]) for lb, j in idx.items()}
         label_scores = {lb: float(p) for lb, p in zip(all_labels, probs[i])} if probs.shape[1] else None
+        x = feature_vector(feats["emb"][i], float(feats["level"][i]), float(feats["flux"][i]),
+                           float(feats["crest"][i]), label_features(label_scores), cfg)
         s, details = det.step(x, HOP_S if i else 0.0, known, label_scores)
         scores[i] = s
         start = float(feats["start_s"][i])
@@ -210,9 +212,10 @@ def evaluate_anomaly(data_dir: str | Path, classifier=None, det_config=None, cac
     pool = items if all_backgrounds else val
     backgrounds = [it for it in pool if it.kind == "background" and it.duration_s >= MIN_BACKGROUND_S]
     all_labels = list(meta["labels"]) if meta else []
+    excluded_labels = all_labels or list(LABEL_CLASSES)
     shipped = list(getattr(classifier, "labels", ()) or [])
     thresholds = dict(getattr(classifier, "thresholds", {}) or {})
-    excluded = novel_classes_for(all_labels)
+    excluded = novel_classes_for(excluded_labels)
     novel = [it for it in val if it.kind == "clips" and it.cls not in excluded]
     if not backgrounds or not novel:
         return {"auc": None, "false_alarms_per_hour": None, "note": "no validation backgrounds or novel clips"}
@@ -236,7 +239,7 @@ def evaluate_anomaly(data_dir: str | Path, classifier=None, det_config=None, cac
         learn_s = math.floor(learn_s / HOP_S) * HOP_S
         rng = np.random.default_rng(zlib.crc32(f"{seed}:{it.path}".encode()))
         mixed, masks, placements = insert_clips(audio, learn_s + WINDOW_S, clips, rng, spacing_s, snr_db, max_clip_s)
-        base_key = f"{model_key}|{it.path}|{len(audio)}"
+        base_key = f"v2|{model_key}|{it.path}|{len(audio)}"
         clean = cached_features(base_key + "|clean", cache_dir, lambda: window_features(audio, classifier))
         mix_key = f"{base_key}|mix|{seed}|{spacing_s}|{snr_db}|{max_clip_s}|{learn_s}|{[n for n, _ in clips]}"
         mix = cached_features(mix_key, cache_dir, lambda: window_features(mixed, classifier))

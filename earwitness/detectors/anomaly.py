@@ -1,0 +1,190 @@
+"""The `anomaly` detector: learns each source's normal sound, scores what does not belong.
+
+It runs after the classifier and reuses its penultimate embedding
+(`window.features.shared["embedding"]`, so no second network runs), plus two cheap signal
+features: the window's level (dBFS) and its spectral flux. Without a classifier in front
+it falls back to the window's log-mel spectral shape. The model of normal, its learning
+period, adaptation, habituation and budget threshold are in `earwitness.anomaly_model`.
+
+State is kept per source in `<state_dir>/anomaly/<source>.npz`: saved every
+`save_interval_s` of audio and when the pipeline finishes, reloaded on start. A state file
+that cannot be used is logged, moved aside (`.corrupt`) and the model learns afresh.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import structlog
+
+from earwitness.anomaly_model import NormalModel, NormalModelParams, StateError
+
+if TYPE_CHECKING:
+    from earwitness.config import AnomalyDetectorConfig
+    from earwitness.detectors import DetectorContext
+
+log = structlog.get_logger(__name__)
+
+VERSION = "1"
+
+
+def signal_features(logmel: np.ndarray | None, rms_dbfs: float) -> tuple[float, float, float]:
+    """(level in dBFS clipped to [-90, 0], spectral flux: mean positive log-mel rise per frame and band,
+    crest: loudest frame's energy over the window's mean frame energy, in dB)."""
+    level = float(np.clip(rms_dbfs, -90.0, 0.0))
+    if logmel is None or len(logmel) < 2:
+        return level, 0.0, 0.0
+    floored = np.maximum(logmel, math.log(1e-7))
+    rise = np.maximum(np.diff(floored, axis=0), 0.0)
+    energy = np.log(np.exp(floored).sum(axis=1) + 1e-7)  # ln of mel power per frame
+    crest = float((energy.max() - np.log(np.exp(energy).mean())) * (10.0 / math.log(10.0)))
+    return level, float(rise.mean()), crest
+
+
+def logmel_shape(logmel: np.ndarray) -> np.ndarray:
+    """Fallback embedding without a classifier: mean log-mel per band, level removed."""
+    shape = np.maximum(logmel, math.log(1e-7)).mean(axis=0)
+    return (shape - shape.mean()).astype(np.float32)
+
+
+def label_features(label_scores: dict[str, float] | None) -> np.ndarray:
+    """The classifier's probabilities of all its labels (sorted by name), as ln(p + 0.001) / 7, in [-1, 0]."""
+    if not label_scores:
+        return np.zeros(0, np.float32)
+    p = np.array([label_scores[k] for k in sorted(label_scores)], np.float64)
+    return (np.log(np.clip(p, 0.0, 1.0) + 1e-3) / 7.0).astype(np.float32)
+
+
+def feature_vector(embedding: np.ndarray, level_dbfs: float, flux: float, crest_db: float, labels: np.ndarray,
+                   config: "AnomalyDetectorConfig") -> np.ndarray:
+    """The vector the model of normal works on: unit embedding; scaled level, flux, crest and label scores."""
+    e = np.asarray(embedding, np.float32).ravel()
+    e = e / (float(np.linalg.norm(e)) + 1e-6)
+    extra = np.array([level_dbfs * config.level_weight, flux * config.flux_weight, crest_db * config.crest_weight],
+                     np.float32)
+    return np.concatenate([e, extra, np.asarray(labels, np.float32) * config.label_weight])
+
+
+def params_from_config(config: "AnomalyDetectorConfig") -> NormalModelParams:
+    return NormalModelParams(
+        learn_s=config.learn_s, bank_size=config.bank_size, k=config.k, exclude_s=config.exclude_s,
+        calib_exclude_s=config.calib_exclude_s,
+        adapt_s=config.adapt_s, max_per_day=config.max_per_day, habituate_episodes=config.habituate_episodes,
+        episode_gap_s=config.episode_gap_s, min_threshold=config.min_distance,
+    )
+
+
+class AnomalyDetector:
+    """Detector protocol implementation; one instance (and one model) per source."""
+
+    name = "anomaly"
+    version = VERSION
+
+    def __init__(self, config: "AnomalyDetectorConfig", context: "DetectorContext | None" = None) -> None:
+        from earwitness.frontend import LogMelFrontend
+
+        self.config = config
+        self.label = config.label
+        self.labels = (config.label,)
+        self.thresholds = {config.label: 0.5}
+        self.frontend = LogMelFrontend()
+        self.source = context.source if context is not None else "default"
+        self.known_thresholds: dict[str, float] = dict(context.thresholds) if context is not None else {}
+        state_dir = context.state_dir if context is not None else None
+        self.state_path: Path | None = (
+            Path(state_dir) / "anomaly" / f"{self.source}.npz" if state_dir is not None and config.persist else None
+        )
+        self.params = params_from_config(config)
+        self.model = self._load()
+        self._last_start_s: float | None = None
+        self._since_save_s = 0.0
+
+    # -- state ----------------------------------------------------------------------------------
+    def _load(self) -> NormalModel:
+        path = self.state_path
+        if path is None or not path.exists():
+            return NormalModel(self.params)
+        try:
+            model = NormalModel.load(path, self.params)
+        except StateError as error:
+            aside = path.with_name(path.name + ".corrupt")
+            log.warning("anomaly state unusable, learning afresh", source=self.source, path=str(path),
+                        error=str(error), moved_to=str(aside))
+            try:
+                path.replace(aside)
+            except OSError:
+                pass
+            return NormalModel(self.params)
+        log.info("anomaly state loaded", source=self.source, path=str(path), bank=model.n_bank,
+                 learning=model.learning, threshold=round(model.threshold, 4) if math.isfinite(model.threshold) else None)
+        return model
+
+    def save(self) -> None:
+        if self.state_path is None:
+            return
+        try:
+            self.model.save(self.state_path)
+            self._since_save_s = 0.0
+        except OSError as error:
+            log.warning("cannot save anomaly state", source=self.source, path=str(self.state_path), error=str(error))
+
+    def close(self) -> None:
+        """Called when the pipeline finishes: persist the state."""
+        self.save()
+
+    # -- scoring --------------------------------------------------------------------------------
+    def claimed(self, scores: dict[str, float]) -> bool:
+        """A known label claims the window when its score reaches `claim_ratio` x its threshold."""
+        ratio = self.config.claim_ratio
+        for label, score in scores.items():
+            if label == self.label:
+                continue
+            threshold = self.known_thresholds.get(label)
+            if threshold is not None and score >= ratio * threshold:
+                return True
+        return False
+
+    def vector(self, window) -> np.ndarray:
+        feats = window.features
+        logmel = feats.logmel
+        embedding = feats.shared.get("embedding")
+        if embedding is None:
+            embedding = logmel_shape(logmel)
+        level, flux, crest = signal_features(logmel, feats.rms_dbfs)
+        labels = label_features(feats.shared.get("label_scores"))
+        return feature_vector(embedding, level, flux, crest, labels, self.config)
+
+    def score(self, window) -> dict[str, float]:
+        feats = window.features
+        dt = window.start_s - self._last_start_s if self._last_start_s is not None else 0.0
+        self._last_start_s = window.start_s
+        score, details = self.step(self.vector(window), dt, feats.scores, feats.shared.get("label_scores"))
+        feats.shared.setdefault("details", {})[self.label] = details
+        return {self.label: score}
+
+    def step(self, x: np.ndarray, dt: float, scores: dict[str, float],
+             label_scores: dict[str, float] | None = None) -> tuple[float, dict]:
+        """Score a feature vector and learn from it; (score, event details). Also used by the eval."""
+        if dt > 0:
+            self.model.set_hop(dt)
+        if self.model.dim is not None and len(x) != self.model.dim:
+            log.warning("anomaly features changed (another classifier model?), learning afresh",
+                        source=self.source, was=self.model.dim, now=len(x))
+            self.model = NormalModel(self.params)
+        distance, score = self.model.step(x, dt, self.claimed(scores))
+        known = label_scores or {k: v for k, v in scores.items() if k != self.label}
+        top = sorted(known.items(), key=lambda kv: kv[1], reverse=True)[:3]
+        threshold = self.model.threshold
+        details = {
+            "top_labels": [[label, round(float(s), 3)] for label, s in top],
+            "distance": round(distance, 4) if math.isfinite(distance) else None,
+            "threshold": round(threshold, 4) if math.isfinite(threshold) else None,
+            "learning": self.model.learning,
+        }
+        self._since_save_s += max(dt, 0.0)
+        if self.state_path is not None and self._since_save_s >= self.config.save_interval_s:
+            self.save()
+        return score, details

@@ -1,0 +1,173 @@
+"""The anomaly detector: learning period, persistence, corrupt state, habituation, no learning from anomalies.
+
+Fast: short learning periods and small banks; without a classifier in the pipeline the
+detector uses the log-mel spectral shape instead of the embedding (same model of normal).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from earwitness.anomaly_model import NormalModel, NormalModelParams, budget_threshold
+from earwitness.config import ConfigError, parse_config
+from earwitness.daemon.pipeline import build_pipeline
+from tests.audio import tone_bursts
+
+SR = 16_000
+LEARN_S = 20.0
+
+
+def _config(state_dir: Path, **anomaly) -> object:
+    settings = {"type": "anomaly", "learn_s": LEARN_S, "bank_size": 256, "exclude_s": 2.0, **anomaly}
+    return parse_config({"state_dir": str(state_dir), "log_level": "warning", "detectors": [settings]})
+
+
+def _run(config, audio: np.ndarray):
+    """Feed audio through a fresh pipeline; (started anomaly events, per-window scores, the detector)."""
+    events, scores = [], []
+    pipeline = build_pipeline(config, config.sources[0], events.append)
+    detector = pipeline._detectors[0]
+    original = detector.score
+
+    def recording(window):
+        result = original(window)
+        scores.append((window.start_s, result["anomaly"]))
+        return result
+
+    detector.score = recording
+    for i in range(0, len(audio), 4000):
+        pipeline.process(audio[i : i + 4000])
+    pipeline.finish()
+    started = [c.event for c in events if c.type == "start" and c.event.label == "anomaly"]
+    return started, scores, detector
+
+
+def _chirp(duration_s: float, f0: float = 2500.0, f1: float = 5000.0, amp: float = 0.3) -> np.ndarray:
+    t = np.arange(int(duration_s * SR)) / SR
+    return (amp * np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t * t / (2 * duration_s)))).astype(np.float32)
+
+
+def _with(audio: np.ndarray, sound: np.ndarray, at_s: float) -> np.ndarray:
+    out = audio.copy()
+    a = int(at_s * SR)
+    out[a : a + len(sound)] += sound[: len(out) - a]
+    return out
+
+
+def test_config_accepts_anomaly_and_rejects_unknown_keys(tmp_path):
+    config = _config(tmp_path, max_per_day=1.5)
+    assert config.detectors[0].type == "anomaly" and config.detectors[0].max_per_day == 1.5
+    with pytest.raises(ConfigError, match="learn_seconds"):
+        parse_config({"detectors": [{"type": "anomaly", "learn_seconds": 5}]})
+
+
+def test_no_alert_during_learning_then_alerts(tmp_path):
+    audio = _with(tone_bursts(36.0, [30.0], burst_s=1.0, noise_dbfs=-45.0), _chirp(1.5), 8.0)
+    started, scores, _ = _run(_config(tmp_path), audio)
+    assert all(score == 0.0 for start_s, score in scores if start_s + 0.25 <= LEARN_S)
+    assert not any(event.start_s < LEARN_S for event in started)
+    after = [event for event in started if event.start_s >= LEARN_S]
+    assert after and 28.5 <= after[0].start_s <= 31.5  # the new sound after the learning period
+    top = after[0].details["top_labels"]
+    assert isinstance(top, list) and after[0].details["learning"] is False
+
+
+def test_state_survives_restart(tmp_path):
+    config = _config(tmp_path)
+    _, _, first = _run(config, tone_bursts(24.0, [], noise_dbfs=-45.0, seed=1))
+    path = tmp_path / "anomaly" / "default.npz"
+    assert path.is_file() and not first.model.learning
+    started, scores, second = _run(config, _with(tone_bursts(8.0, [], noise_dbfs=-45.0, seed=2), _chirp(1.0), 4.0))
+    assert not second.model.learning  # no second learning period
+    n = first.model.n_bank
+    assert second.model.n_bank >= n and np.array_equal(second.model.bank[:n], first.model.bank)
+    assert second.model.threshold > 0
+    assert second.model.clock_s == pytest.approx(first.model.clock_s + 7.0, abs=0.3)
+    assert [e for e in started if 3.0 <= e.start_s <= 5.0], "the restarted detector alerts at once"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_corrupt_state_is_relearnt(tmp_path, damage, caplog):
+    config = _config(tmp_path)
+    _run(config, tone_bursts(22.0, [], noise_dbfs=-45.0))
+    path = tmp_path / "anomaly" / "default.npz"
+    good = path.read_bytes()
+    path.write_bytes({"garbage": b"not a state file" * 10, "truncated": good[: len(good) // 2], "empty": b""}[damage])
+    with caplog.at_level(logging.WARNING):
+        started, scores, detector = _run(config, tone_bursts(6.0, [], noise_dbfs=-45.0))
+    assert detector.model.learning and started == []
+    assert (tmp_path / "anomaly" / "default.npz.corrupt").is_file()
+    assert path.is_file()  # the fresh model was saved in its place
+
+
+# -- the model of normal, on feature vectors (fast) -------------------------------------------------
+def _normal(rng, n, dim=8):
+    return rng.normal(0.0, 0.1, (n, dim)).astype(np.float32)
+
+
+def _learnt(params: NormalModelParams, rng) -> NormalModel:
+    model = NormalModel(params)
+    for x in _normal(rng, int(params.learn_s / 0.25) + 1):
+        model.step(x, 0.25)
+    assert not model.learning
+    return model
+
+
+PARAMS = NormalModelParams(learn_s=100.0, bank_size=512, exclude_s=2.0, episode_gap_s=10.0, habituate_episodes=3)
+
+
+def test_repeated_sound_stops_being_anomalous():
+    rng = np.random.default_rng(0)
+    model = _learnt(PARAMS, rng)
+    novel = np.full(8, 1.0, np.float32)
+    peaks = []
+    for episode in range(6):
+        episode_scores = []
+        for x in novel + _normal(rng, 8) * 0.3:  # 2 s of the new sound
+            episode_scores.append(model.step(x, 0.25)[1])
+        for x in _normal(rng, 80):  # 20 s of normal sound between repetitions
+            model.step(x, 0.25)
+        peaks.append(max(episode_scores))
+    assert peaks[0] > 0.5 and peaks[1] > 0.5  # anomalous at first
+    assert max(peaks[3:]) < 0.5  # habituated after the third episode
+    assert model.n_habituated >= 1
+
+
+def test_anomalous_windows_are_not_learnt():
+    rng = np.random.default_rng(1)
+    model = _learnt(PARAMS, rng)
+    bank_before = model.bank.copy()
+    novel = np.full(8, 1.0, np.float32)
+    for x in novel + _normal(rng, 400) * 0.3:  # 100 s of one unbroken anomaly: one episode
+        model.step(x, 0.25)
+    nearest = np.min(np.linalg.norm(model.bank - novel[None], axis=1))
+    assert nearest > 0.5 * np.min(np.linalg.norm(bank_before - novel[None], axis=1))
+    assert model.step(novel, 0.25)[1] > 0.5  # still anomalous
+
+
+def test_claimed_windows_are_not_learnt():
+    rng = np.random.default_rng(2)
+    model = NormalModel(PARAMS)
+    known = np.full(8, -1.0, np.float32)
+    for i, x in enumerate(_normal(rng, 401)):
+        model.step(known if i % 10 == 0 else x, 0.25, claimed=i % 10 == 0)
+    assert np.min(np.linalg.norm(model.bank - known[None], axis=1)) > 1.0
+
+
+def test_threshold_meets_budget_on_normal_sound():
+    rng = np.random.default_rng(3)
+    params = NormalModelParams(learn_s=100.0, bank_size=512, exclude_s=2.0, max_per_day=2.0)
+    model = _learnt(params, rng)
+    flagged = sum(model.step(x, 0.25)[1] >= 0.5 for x in _normal(rng, 8000))
+    assert flagged <= 2  # budget: ~4 windows per 2 events per 345600 windows
+
+
+def test_budget_threshold_extrapolates_the_tail():
+    scores = np.random.default_rng(4).exponential(1.0, 100_000)
+    t = budget_threshold(scores, 1e-6)
+    assert t == pytest.approx(np.log(1e6), rel=0.1)
+    assert budget_threshold(scores, 0.1) == pytest.approx(np.log(10), rel=0.05)
