@@ -223,7 +223,7 @@ def evaluate_anomaly(data_dir: str | Path, classifier=None, det_config=None, cac
     model_key = ""
     if meta is not None:
         model_key = json.dumps({k: meta.get(k) for k in ("name", "version", "created", "train")}, sort_keys=True)
-        model_key += str(getattr(classifier, "model_name", ""))
+        model_key += str(getattr(classifier, "model_name", "")) + str(getattr(classifier, "backend", ""))
         mp = Path(str(getattr(classifier, "meta_path", ""))) if getattr(classifier, "meta_path", None) else None
         if mp is not None and mp.exists():
             model_key += str(mp.stat().st_mtime_ns)
@@ -303,6 +303,26 @@ def evaluate_anomaly(data_dir: str | Path, classifier=None, det_config=None, cac
                   "backgrounds": "all" if all_backgrounds else "validation groups"},
         "per_recording": per_recording,
     }
+
+
+def anomaly_metrics(data_dir: str | Path, classifier, config=None, all_backgrounds: bool = False,
+                    progress: bool = True, cache_dir: str | Path | None = ".cache") -> dict:
+    """The `"anomaly"` entry of `earwitness eval`'s JSON; also prints a one-line summary.
+
+    Uses the config's first `type: anomaly` detector settings, else the defaults.
+    """
+    from earwitness.config import AnomalyDetectorConfig
+
+    det_config = next((d for d in getattr(config, "detectors", ()) if isinstance(d, AnomalyDetectorConfig)),
+                      AnomalyDetectorConfig())
+    result = evaluate_anomaly(data_dir, classifier, det_config, cache_dir, all_backgrounds=all_backgrounds,
+                              progress=progress)
+    summary = {k: v for k, v in result.items() if k != "per_recording"}
+    if result.get("auc") is not None:
+        print(f"anomaly: AUC {result['auc']:.4f} (inserted novel clips vs none, {result['windows']['positive']} / "
+              f"{result['windows']['negative']} windows, {result['recordings']} recordings); false anomalies "
+              f"{result['false_alarms']} in {result['hours_scored']:.2f} h = {result['false_alarms_per_hour']:.2f}/h")
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

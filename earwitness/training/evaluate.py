@@ -312,6 +312,9 @@ def evaluate(data: str | Path, model: str | Path | None = None, out: str | Path 
                 print("  truth:   " + ", ".join(f"{on:.2f}-{off:.2f} {l}" for on, off, l in read_event_labels(csv_path)))
             print("  detected: " + ", ".join(f"{s:.2f}-{e:.2f} {lb} ({p:.2f})" for lb, s, e, p in r.events))
     result = public(ours, det.model_name)
+    from earwitness.training.anomaly_eval import anomaly_metrics  # issue 5: the anomaly detector
+
+    result["anomaly"] = anomaly_metrics(data, det, config, all_backgrounds=all_groups, progress=progress)
     if out:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
