@@ -171,3 +171,26 @@ def test_budget_threshold_extrapolates_the_tail():
     t = budget_threshold(scores, 1e-6)
     assert t == pytest.approx(np.log(1e6), rel=0.1)
     assert budget_threshold(scores, 0.1) == pytest.approx(np.log(10), rel=0.05)
+
+
+def test_with_the_classifier_uses_its_embedding_and_labels(tmp_path):
+    from earwitness.detectors.classifier import shipped_model_path
+
+    if not shipped_model_path().is_file():
+        pytest.skip("no shipped classifier model yet")
+    config = parse_config({"state_dir": str(tmp_path), "log_level": "warning", "detectors": [
+        {"type": "classifier"}, {"type": "anomaly", "learn_s": 8.0, "bank_size": 64, "exclude_s": 1.0}]})
+    events = []
+    pipeline = build_pipeline(config, config.sources[0], events.append)
+    classifier, anomaly = pipeline._detectors
+    assert anomaly.known_thresholds == classifier.thresholds  # claims are judged against these
+    audio = _with(tone_bursts(14.0, [], noise_dbfs=-45.0), _chirp(1.5), 11.0)
+    for i in range(0, len(audio), 4000):
+        pipeline.process(audio[i : i + 4000])
+    pipeline.finish()
+    n_labels = len(classifier.meta["labels"])
+    assert anomaly.model.dim == len(classifier.score_logmel_batch(np.zeros((1, 97, 64), np.float32), 1.0)[1][0]) + 3 + n_labels
+    started = [c.event for c in events if c.type == "start" and c.event.label == "anomaly"]
+    assert started and all(e.start_s >= 8.0 for e in started)
+    top = started[0].details["top_labels"]
+    assert len(top) == 3 and all(label in classifier.meta["labels"] for label, _ in top)
