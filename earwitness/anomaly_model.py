@@ -64,6 +64,10 @@ class NormalModelParams:
     episode_gap_s: float = 60.0
     quarantine_size: int = 512
     quarantine_max_age_s: float = 7 * 86400.0
+    quiet_percentile: float = 10.0
+    """A window quieter than this percentile of recent window levels is never anomalous: anomalies are
+    sounds that appear, not the background receding (music stopping, a fade-out)."""
+    level_ring_size: int = 4096
 
 
 class StateError(Exception):
@@ -91,6 +95,8 @@ class NormalModel:
         self.q_t = np.zeros(0, np.float64)
         self.q_ep = np.zeros(0, np.int64)
         self.n_habituated = 0
+        self.levels = np.zeros(0, np.float32)  # recent window levels (dBFS), a ring
+        self.levels_pos = 0
 
     # -- state --------------------------------------------------------------------------------
     @property
@@ -143,12 +149,19 @@ class NormalModel:
             return 1.0
         return float(1.0 - 0.5 ** (d / self.threshold))
 
-    def step(self, x: np.ndarray, dt_s: float, claimed: bool = False) -> tuple[float, float]:
+    def step(self, x: np.ndarray, dt_s: float, claimed: bool = False,
+             level_dbfs: float | None = None) -> tuple[float, float]:
         """Score one window (feature vector `x`), then learn from it as the rules allow.
 
-        `dt_s`: audio seconds since the previous window (the hop). Returns (distance, score);
-        the score is 0 during the learning period.
+        `dt_s`: audio seconds since the previous window (the hop); `level_dbfs`: the window's level,
+        for the quiet gate. Returns (distance, score); the score is 0 during the learning period.
         """
+        quiet = False
+        if level_dbfs is not None:
+            if len(self.levels) >= 100:
+                quiet = level_dbfs < float(np.percentile(self.levels, self.p.quiet_percentile))
+            if not claimed:
+                self._push_level(level_dbfs)
         x = np.asarray(x, np.float32).ravel()
         if self.dim is None:
             self._init_dim(len(x))
@@ -164,9 +177,9 @@ class NormalModel:
             if self.learned_s >= self.p.learn_s and len(self.bank) > self.p.k:
                 self._end_learning()
             return d, 0.0
-        score = self.to_score(d)
-        anomalous = d >= self.threshold
-        if not claimed and not anomalous and math.isfinite(d):
+        score = 0.0 if quiet else self.to_score(d)
+        anomalous = d >= self.threshold and not quiet
+        if not claimed and not anomalous and not quiet and math.isfinite(d):
             self._push_ring(d)  # recent *normal* scores: anomalies would raise the threshold over themselves
         if anomalous and not claimed:
             self._quarantine(x, now)
@@ -210,6 +223,13 @@ class NormalModel:
         self.refit()
         if not math.isfinite(self.threshold):  # too few windows to fit: a wide margin
             self.threshold = float(np.max(loo)) * 2.0 if len(loo) else 1.0
+
+    def _push_level(self, level: float) -> None:
+        if len(self.levels) < self.p.level_ring_size:
+            self.levels = np.append(self.levels, np.float32(level))
+        else:
+            self.levels[self.levels_pos] = level
+            self.levels_pos = (self.levels_pos + 1) % self.p.level_ring_size
 
     def _push_ring(self, d: float) -> None:
         if len(self.ring) < self.p.ring_size:
@@ -267,9 +287,10 @@ class NormalModel:
             "ring_pos": self.ring_pos, "last_refit_s": _finite(self.last_refit_s),
             "last_anomaly_s": _finite(self.last_anomaly_s), "episode": self.episode,
             "n_habituated": self.n_habituated, "hop_s": getattr(self, "_hop_s", None),
+            "levels_pos": self.levels_pos,
         }
         arrays = {"bank": self.bank, "bank_t": self.bank_t, "ring": self.ring, "q": self.q, "q_t": self.q_t,
-                  "q_ep": self.q_ep}
+                  "q_ep": self.q_ep, "levels": self.levels}
         return {"meta": meta, "arrays": arrays}
 
     def save(self, path: Path) -> None:
@@ -291,7 +312,7 @@ class NormalModel:
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(bytes(data["meta"]).decode())
-                arrays = {name: data[name] for name in ("bank", "bank_t", "ring", "q", "q_t", "q_ep")}
+                arrays = {name: data[name] for name in ("bank", "bank_t", "ring", "q", "q_t", "q_ep", "levels")}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as error:
             raise StateError(f"unreadable: {type(error).__name__}: {error}") from None
         if not isinstance(meta, dict) or meta.get("version") != STATE_VERSION:
@@ -322,6 +343,8 @@ class NormalModel:
             model.last_anomaly_s = _unfinite(meta["last_anomaly_s"])
             model.episode = int(meta["episode"])
             model.n_habituated = int(meta.get("n_habituated", 0))
+            model.levels = arrays["levels"].astype(np.float32)[-params.level_ring_size:]
+            model.levels_pos = int(meta.get("levels_pos", 0)) % max(len(model.levels), 1)
             if meta.get("hop_s"):
                 model.set_hop(float(meta["hop_s"]))
         except StateError:

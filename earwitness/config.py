@@ -100,6 +100,9 @@ class AnomalyDetectorConfig(StrictModel):
     """Weight of the classifier's label probabilities (as ln(p + 0.001) / 7)."""
     min_distance: float = Field(0.0, ge=0)
     """Floor of the adaptive distance threshold."""
+    quiet_percentile: float = Field(10.0, ge=0, le=100)
+    """Windows quieter than this percentile of recent levels are never anomalous (the background
+    receding, e.g. music stopping, is not a new sound); 0 = off."""
     persist: bool = True
     """Keep the model in <state_dir>/anomaly/<source>.npz across restarts."""
     save_interval_s: float = Field(300.0, gt=0)

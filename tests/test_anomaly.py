@@ -93,8 +93,8 @@ def test_state_survives_restart(tmp_path):
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
 def test_corrupt_state_is_relearnt(tmp_path, damage, caplog):
     config = _config(tmp_path)
-    _run(config, tone_bursts(22.0, [], noise_dbfs=-45.0))
     path = tmp_path / "anomaly" / "default.npz"
+    _learnt(PARAMS, np.random.default_rng(0)).save(path)
     good = path.read_bytes()
     path.write_bytes({"garbage": b"not a state file" * 10, "truncated": good[: len(good) // 2], "empty": b""}[damage])
     with caplog.at_level(logging.WARNING):
@@ -194,3 +194,13 @@ def test_with_the_classifier_uses_its_embedding_and_labels(tmp_path):
     assert started and all(e.start_s >= 8.0 for e in started)
     top = started[0].details["top_labels"]
     assert len(top) == 3 and all(label in classifier.meta["labels"] for label, _ in top)
+
+
+def test_the_background_receding_is_not_anomalous():
+    rng = np.random.default_rng(5)
+    model = NormalModel(PARAMS)
+    for x in _normal(rng, 401):
+        model.step(x, 0.25, level_dbfs=float(rng.normal(-30.0, 2.0)))
+    novel = np.full(8, 1.0, np.float32)
+    assert model.step(novel, 0.25, level_dbfs=-60.0)[1] == 0.0  # quieter than normal: music stopped
+    assert model.step(novel, 0.25, level_dbfs=-25.0)[1] > 0.5  # a new sound on top of it

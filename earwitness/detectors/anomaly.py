@@ -74,6 +74,7 @@ def params_from_config(config: "AnomalyDetectorConfig") -> NormalModelParams:
         calib_exclude_s=config.calib_exclude_s,
         adapt_s=config.adapt_s, max_per_day=config.max_per_day, habituate_episodes=config.habituate_episodes,
         episode_gap_s=config.episode_gap_s, min_threshold=config.min_distance,
+        quiet_percentile=config.quiet_percentile,
     )
 
 
@@ -161,12 +162,13 @@ class AnomalyDetector:
         feats = window.features
         dt = window.start_s - self._last_start_s if self._last_start_s is not None else 0.0
         self._last_start_s = window.start_s
-        score, details = self.step(self.vector(window), dt, feats.scores, feats.shared.get("label_scores"))
+        score, details = self.step(self.vector(window), dt, feats.scores, feats.shared.get("label_scores"),
+                                   float(np.clip(feats.rms_dbfs, -90.0, 0.0)))
         feats.shared.setdefault("details", {})[self.label] = details
         return {self.label: score}
 
     def step(self, x: np.ndarray, dt: float, scores: dict[str, float],
-             label_scores: dict[str, float] | None = None) -> tuple[float, dict]:
+             label_scores: dict[str, float] | None = None, level_dbfs: float | None = None) -> tuple[float, dict]:
         """Score a feature vector and learn from it; (score, event details). Also used by the eval."""
         if dt > 0:
             self.model.set_hop(dt)
@@ -174,7 +176,7 @@ class AnomalyDetector:
             log.warning("anomaly features changed (another classifier model?), learning afresh",
                         source=self.source, was=self.model.dim, now=len(x))
             self.model = NormalModel(self.params)
-        distance, score = self.model.step(x, dt, self.claimed(scores))
+        distance, score = self.model.step(x, dt, self.claimed(scores), level_dbfs)
         known = label_scores or {k: v for k, v in scores.items() if k != self.label}
         top = sorted(known.items(), key=lambda kv: kv[1], reverse=True)[:3]
         threshold = self.model.threshold

@@ -184,7 +184,7 @@ def run_detector(feats: dict[str, np.ndarray], det_config, learn_s: float, thres
         label_scores = {lb: float(p) for lb, p in zip(all_labels, probs[i])} if probs.shape[1] else None
         x = feature_vector(feats["emb"][i], float(feats["level"][i]), float(feats["flux"][i]),
                            float(feats["crest"][i]), label_features(label_scores), cfg)
-        s, details = det.step(x, HOP_S if i else 0.0, known, label_scores)
+        s, details = det.step(x, HOP_S if i else 0.0, known, label_scores, float(feats["level"][i]))
         scores[i] = s
         start = float(feats["start_s"][i])
         tracker.observe({label: s}, start + WINDOW_S / 2, start + WINDOW_S, {label: details})
