@@ -158,7 +158,7 @@ class NormalModel:
         """
         quiet = False
         if level_dbfs is not None:
-            if len(self.levels) >= 100:
+            if self.p.quiet_percentile > 0 and len(self.levels) >= 100:
                 quiet = level_dbfs < float(np.percentile(self.levels, self.p.quiet_percentile))
             if not claimed:
                 self._push_level(level_dbfs)

@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--cache", type=Path, default=Path(".cache"))
     parser.add_argument("--all-backgrounds", action="store_true", help="also the classifier's training backgrounds")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the clip insertion")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override an anomaly detector config key (experiments)")
     args = parser.parse_args(argv)
@@ -346,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         from earwitness.detectors.classifier import ClassifierDetector
 
         classifier = ClassifierDetector(args.model, backend="torch")
-    result = evaluate_anomaly(args.data, classifier, det_config, args.cache, all_backgrounds=args.all_backgrounds)
+    result = evaluate_anomaly(args.data, classifier, det_config, args.cache, seed=args.seed,
+                              all_backgrounds=args.all_backgrounds)
     summary = {k: v for k, v in result.items() if k != "per_recording"}
     print(json.dumps(summary, indent=1))
     if args.out:
