@@ -65,6 +65,18 @@ class EnergyDetectorConfig(StrictModel):
     floor_adapt_s: float = Field(30.0, gt=0)
 
 
+class ClassifierDetectorConfig(StrictModel):
+    """The trained classifier (glass_break, scratch and the shipped safety labels)."""
+
+    type: Literal["classifier"] = "classifier"
+    model: Path | None = None
+    """A model's .json (beside its .onnx and .pt), as written by `earwitness train`; null = the shipped model."""
+    backend: Literal["auto", "onnx", "torch"] = "auto"
+    """auto = ONNX Runtime when installed, else torch."""
+    labels: list[str] | None = None
+    """Score only these labels (a subset of the model's shipped labels); null = all shipped labels."""
+
+
 class AnomalyDetectorConfig(StrictModel):
     """Learns each source's normal sound; scores what does not belong. Place it after the classifier."""
 
@@ -108,7 +120,9 @@ class AnomalyDetectorConfig(StrictModel):
     save_interval_s: float = Field(300.0, gt=0)
 
 
-DetectorConfig = Annotated[Union[EnergyDetectorConfig, AnomalyDetectorConfig], Field(discriminator="type")]
+DetectorConfig = Annotated[
+    Union[EnergyDetectorConfig, ClassifierDetectorConfig, AnomalyDetectorConfig], Field(discriminator="type")
+]
 
 
 _DETECTOR_UNION = get_args(DetectorConfig)[0]

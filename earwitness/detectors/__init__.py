@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-from earwitness.config import AnomalyDetectorConfig, DetectorConfig, EnergyDetectorConfig
+from earwitness.config import AnomalyDetectorConfig, ClassifierDetectorConfig, DetectorConfig, EnergyDetectorConfig
 from earwitness.detectors.base import Detector
 
 
@@ -27,6 +27,10 @@ def build_detector(config: DetectorConfig, context: DetectorContext | None = Non
         from earwitness.detectors.energy import EnergyDetector
 
         return EnergyDetector(config)
+    if isinstance(config, ClassifierDetectorConfig):
+        from earwitness.detectors.classifier import ClassifierDetector
+
+        return ClassifierDetector(config.model, backend=config.backend, labels=config.labels)
     if isinstance(config, AnomalyDetectorConfig):
         from earwitness.detectors.anomaly import AnomalyDetector
 

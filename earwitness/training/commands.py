@@ -14,7 +14,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                                         "NAME.pt, NAME.onnx and NAME.json into --out. Needs the `train` extra.")
     p.add_argument("--data", required=True, type=Path, help="corpus dir (manifest.csv, clips/, background/, events/)")
     p.add_argument("--out", required=True, type=Path, help="output dir for NAME.pt/.onnx/.json")
-    p.add_argument("--steps", type=int, default=4000, help="training steps (default 4000: ~10 min on 2 cores)")
+    p.add_argument("--steps", type=int, default=5000, help="training steps (default 5000: ~12-15 min on 2 cores)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -38,7 +38,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     e.add_argument("--config", type=Path, default=None, help="daemon config (windows, events); default: built-in defaults")
     e.add_argument("--all-groups", action="store_true", help="also use the groups the model was trained on")
     e.add_argument("--labels", nargs="+", default=None, help="labels to evaluate (default: the model's shipped labels)")
-    e.add_argument("--limit", type=int, default=None, help="evaluate a random subset of N recordings (smoke runs)")
+    e.add_argument("--limit", type=int, default=None, help="evaluate N random clips and the event recordings only (smoke runs)")
     e.set_defaults(handler=_eval)
 
 

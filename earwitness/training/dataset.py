@@ -39,8 +39,8 @@ class WindowSampler:
         self.positives = {
             lb: [it for it in usable if it.kind == "clips" and label_of(it.cls) == lb] for lb in labels
         }
-        probs = label_probs or {"glass_break": 0.25, "scratch": 0.12}
-        self.label_probs = {lb: probs.get(lb, 0.06) for lb in labels if lb == "scratch" or self.positives[lb]}
+        probs = label_probs or {"glass_break": 0.25, "scratch": 0.10}
+        self.label_probs = {lb: probs.get(lb, 0.05) for lb in labels if lb == "scratch" or self.positives[lb]}
         self._masks: dict[str, np.ndarray] = {}
 
     # -- sources ---------------------------------------------------------------------------
@@ -64,12 +64,12 @@ class WindowSampler:
             if rng.random() < 0.5:
                 noise = np.cumsum(noise) * 0.05  # brown-ish
             return noise.astype(np.float32)
-        if r < 0.60 and self.background:
+        if r < 0.45 and self.background:
             it = self.background[int(rng.choice(len(self.background), p=self.bg_weights))]
             return A.random_crop(self._audio(it), WINDOW, rng)
         it = self._pick(self.negatives) if self.negatives else self.background[0]
         x = self._audio(it)
-        if r < 0.88 or not self.background:
+        if r < 0.85 or not self.background:
             return A.random_crop(x, WINDOW, rng) if rng.random() < 0.5 else A.place(x, self._mask(it), WINDOW, rng)[0]
         bed = A.random_crop(self._audio(self.background[int(rng.choice(len(self.background), p=self.bg_weights))]),
                             WINDOW, rng)
@@ -105,7 +105,7 @@ class WindowSampler:
                 frac = mask.reshape(N_OUT, OUT_FRAME).mean(axis=1)
                 targets[:, self.labels.index(label)] = (frac > 0.25).astype(np.float32)
             mix = A.mix_at_snr(sig, A.active_rms(sig, mask), bed, rng.uniform(-5, 25))
-        if self.hard and rng.random() < 0.25:
+        if self.hard and rng.random() < 0.3:
             it = self._pick(self.hard)
             h, hm = A.place(self._audio(it), self._mask(it), WINDOW, rng)
             if rng.random() < 0.2:

@@ -67,6 +67,23 @@ def _config(config_path: str | Path | None):
     return load_config(config_path)
 
 
+def with_model_event_settings(config, meta: dict, labels):
+    """The config with the model's recommended event settings for labels the config does not set.
+
+    The classifier scores each hop of time on its own, so its labels need neither a long merge
+    gap nor a cooldown; the model's metadata says which settings its figures were measured with.
+    """
+    settings = meta.get("event_settings", {})
+    extra = {lb: settings[lb] for lb in labels if lb in settings and lb not in config.events.labels}
+    if not extra:
+        return config
+    from earwitness.config import LabelEventConfig
+
+    merged = dict(config.events.labels)
+    merged.update({lb: LabelEventConfig(**v) for lb, v in extra.items()})
+    return config.model_copy(update={"events": config.events.model_copy(update={"labels": merged})})
+
+
 def run_recording(config, detector, path: Path, item: Item) -> RecordingResult:
     """Stream one recording through a fresh pipeline; collect window scores and events."""
     from earwitness.daemon.events import SourceInfo
@@ -263,15 +280,19 @@ def evaluate(data: str | Path, model: str | Path | None = None, out: str | Path 
     from earwitness.detectors.classifier import ClassifierDetector
     from earwitness.training.calibrate import calibrate
 
+    from earwitness.logs import configure_logging
+
+    configure_logging("warning")  # the pipeline logs every window at debug level
     data = Path(data)
     config = _config(config_path)
     det = ClassifierDetector(model, labels=labels)
     meta = det.meta
+    config = with_model_event_settings(config, meta, det.labels)
     train_groups = set() if all_groups else set(meta.get("train_groups", []))
     items = [it for it in read_manifest(data) if it.group_id not in train_groups]
-    if limit:
-        rng = np.random.default_rng(0)
-        keep = set(rng.permutation(len(items))[:limit].tolist())
+    if limit:  # smoke runs: N random clips (long background recordings left out) and the event recordings
+        clips = [i for i, it in enumerate(items) if it.kind == "clips"]
+        keep = {clips[k] for k in np.random.default_rng(0).permutation(len(clips))[:limit].tolist()}
         items = [it for i, it in enumerate(items) if i in keep or it.kind == "events"]
     thresholds = {lb: (config.events.for_label(lb).threshold if config.events.for_label(lb).threshold is not None
                        else det.thresholds[lb]) for lb in det.labels}
@@ -299,6 +320,10 @@ def evaluate(data: str | Path, model: str | Path | None = None, out: str | Path 
         base = metrics(yres, det.labels, ythr, yevents, data)
         by_who["yamnet"] = yres
         thr_who["yamnet"] = ythr
+    for lb in det.labels:
+        ev = config.events.for_label(lb)
+        print(f"events {lb}: threshold {thresholds[lb]:.3f}, release_ratio {ev.release_ratio}, min_duration_s "
+              f"{ev.min_duration_s}, merge_gap_s {ev.merge_gap_s}, cooldown_s {ev.cooldown_s}")
     print_table(ours, base, det.model_name)
     if "scratch" in det.labels:
         print_scratch(results, thresholds["scratch"], "ours")
