@@ -21,6 +21,30 @@ SR = 16_000
 LEARN_S = 20.0
 
 
+@pytest.fixture(autouse=True)
+def _no_window_logs(monkeypatch):
+    """The pipeline logs every window at debug level; these tests stream thousands of windows."""
+    import earwitness.daemon.pipeline as pipeline_module
+
+    class Silent:
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    monkeypatch.setattr(pipeline_module, "log", Silent())
+
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The log-mel frontend on one window at a time is fastest on one thread (the daemon's case)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _config(state_dir: Path, **anomaly) -> object:
     settings = {"type": "anomaly", "learn_s": LEARN_S, "bank_size": 256, "exclude_s": 2.0, **anomaly}
     return parse_config({"state_dir": str(state_dir), "log_level": "warning", "detectors": [settings]})
@@ -204,3 +228,13 @@ def test_the_background_receding_is_not_anomalous():
     novel = np.full(8, 1.0, np.float32)
     assert model.step(novel, 0.25, level_dbfs=-60.0)[1] == 0.0  # quieter than normal: music stopped
     assert model.step(novel, 0.25, level_dbfs=-25.0)[1] > 0.5  # a new sound on top of it
+
+
+def test_a_sound_repeated_steadily_stops_alerting_in_the_daemon(tmp_path):
+    onsets = [12.0 + 5.0 * i for i in range(6)]  # a 1 kHz beep every 5 s after the learning period
+    audio = tone_bursts(42.0, onsets, burst_s=0.5, noise_dbfs=-45.0)
+    started, _, detector = _run(_config(tmp_path, learn_s=10.0, episode_gap_s=2.5), audio)
+    alerted = [any(onset - 1.0 <= e.start_s <= onset + 1.0 for e in started) for onset in onsets]
+    assert alerted[0] and alerted[1]  # new at first
+    assert not any(alerted[3:])  # learnt after three separate episodes
+    assert detector.model.n_habituated >= 1
