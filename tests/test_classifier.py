@@ -1,0 +1,107 @@
+"""The shipped classifier: files, ONNX = torch, the Detector contract, real glass breaks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from earwitness.daemon.windows import Window
+from earwitness.detectors.classifier import ClassifierDetector, load_metadata
+from earwitness.features import WindowFeatures
+from earwitness.training.calibrate import window_scores
+from earwitness.training.data import AudioCache, read_manifest
+
+
+@pytest.fixture(scope="module")
+def onnx_det() -> ClassifierDetector:
+    return ClassifierDetector(backend="onnx")
+
+
+@pytest.fixture(scope="module")
+def torch_det() -> ClassifierDetector:
+    return ClassifierDetector(backend="torch")
+
+
+def _val_clips(data, classes: set[str]):
+    meta = load_metadata()[1]
+    train = set(meta["train_groups"])
+    return [it for it in read_manifest(data) if it.cls in classes and it.group_id not in train]
+
+
+def test_shipped_files_are_small_and_complete():
+    path, meta = load_metadata()
+    for suffix in (".onnx", ".pt"):
+        assert path.with_suffix(suffix).stat().st_size < 2 * 1024 * 1024
+    assert {"glass_break", "scratch"} <= set(meta["shipped_labels"]) <= set(meta["labels"])
+    assert all(0 < meta["thresholds"][lb] < 1 for lb in meta["labels"])
+    assert (path.parent / "MODEL_CARD.md").is_file()
+
+
+def test_onnx_matches_torch(onnx_det, torch_det):
+    rng = np.random.default_rng(0)
+    mel = (rng.standard_normal((4, 97, 64)) * 3 - 8).astype(np.float32)
+    audio = (rng.standard_normal((2, 16000)) * 0.05).astype(np.float32)
+    mel = np.concatenate([mel, onnx_det.frontend(audio)])
+    for a, b in zip(onnx_det._run(mel), torch_det._run(mel)):
+        assert a.shape == b.shape
+        assert np.max(np.abs(a - b)) < 1e-4
+
+
+def test_export_of_a_fresh_model_matches_torch(tmp_path):
+    """`train` exports through this function; the graph must give torch's outputs (1e-4), any length."""
+    import onnxruntime as ort
+
+    from earwitness.detectors.cnn import EarNet
+    from earwitness.training.train import export_onnx
+
+    torch.manual_seed(1)
+    model = EarNet(3).eval()
+    export_onnx(model, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for frames in (97, 150):
+        x = torch.randn(2, frames, 64) * 3 - 6
+        with torch.inference_mode():
+            ref = model(x)
+        got = session.run(None, {"logmel": x.numpy()})
+        for r, g in zip(ref, got):
+            assert np.max(np.abs(r.numpy() - g)) < 1e-4
+
+
+def test_score_follows_the_detector_contract(onnx_det):
+    audio = (np.random.default_rng(1).standard_normal(16000) * 0.01).astype(np.float32)
+    window = Window(audio, 0.0, WindowFeatures(audio, onnx_det.frontend))
+    scores = onnx_det.score(window)
+    assert set(scores) == set(onnx_det.labels)
+    assert all(0.0 <= s <= 1.0 for s in scores.values())
+    emb = window.features.shared["embedding"]
+    assert emb.ndim == 1 and emb.dtype == np.float32 and emb.size >= 32
+    assert set(window.features.shared["label_scores"]) == set(load_metadata()[1]["labels"])
+    assert set(onnx_det.thresholds) == set(onnx_det.labels)
+
+
+def test_detects_real_glass_breaks_of_validation_groups(shared_data, onnx_det):
+    """Glass breaks the model never trained on score above the calibrated threshold."""
+    cache = AudioCache(shared_data, None)
+    clips = _val_clips(shared_data, {"glass_break"})
+    assert len(clips) >= 20
+    j = onnx_det.labels.index("glass_break")
+    peaks = np.array([window_scores(onnx_det, onnx_det.frontend, cache.get(it.path))[0][:, j].max() for it in clips])
+    recall = float(np.mean(peaks >= onnx_det.thresholds["glass_break"]))
+    assert recall >= 0.85, f"clip recall {recall:.3f} on {len(clips)} validation glass breaks"
+
+
+def test_glass_scores_hold_from_quiet_to_loud(shared_data, onnx_det):
+    """The same glass breaks, 30 dB quieter or as loud as they go, are still found."""
+    cache = AudioCache(shared_data, None)
+    j = onnx_det.labels.index("glass_break")
+    thr = onnx_det.thresholds["glass_break"]
+    found = {}
+    for it in _val_clips(shared_data, {"glass_break"})[:12]:
+        x = cache.get(it.path)
+        if window_scores(onnx_det, onnx_det.frontend, x)[0][:, j].max() < thr:
+            continue
+        for db in (-30.0, 0.0):
+            y = x * 10 ** (db / 20) if db < 0 else x * (0.99 / max(np.max(np.abs(x)), 1e-6))
+            found.setdefault(db, []).append(window_scores(onnx_det, onnx_det.frontend, y)[0][:, j].max() >= thr)
+    assert found and all(np.mean(v) >= 0.9 for v in found.values()), found
