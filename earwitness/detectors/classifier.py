@@ -97,6 +97,10 @@ class ClassifierDetector:
         self.thresholds = {lb: float(meta["thresholds"][lb]) for lb in self.labels}
         if thresholds:
             self.thresholds.update({k: float(v) for k, v in thresholds.items() if k in self.labels})
+        self.event_settings: dict[str, dict] = {
+            lb: dict(meta.get("event_settings", {}).get(lb, {})) for lb in self.labels
+        }
+        """Event-tracker settings per label that the model's figures were measured with (merge gap, cooldown)."""
         self.score_span_s = None if score_span_s is None else float(score_span_s)
         self._auto_span = score_span_s is None
         self._last_start_s: float | None = None
