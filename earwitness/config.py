@@ -153,12 +153,17 @@ class EventsConfig(StrictModel):
     defaults: EventDefaults = EventDefaults()
     labels: dict[str, LabelEventConfig] = {}
 
-    def for_label(self, label: str) -> EventDefaults:
-        """The effective settings of one label: its overrides on top of the defaults."""
+    def for_label(self, label: str, recommended: dict[str, float] | None = None) -> EventDefaults:
+        """The effective settings of one label, later ones winning: the built-in defaults, the
+        detector's `recommended` settings for the label, the keys set in `defaults`, the label's overrides."""
+        settings = self.defaults
+        if recommended:
+            unset = {k: v for k, v in recommended.items() if k not in self.defaults.model_fields_set}
+            settings = settings.model_copy(update=unset)
         overrides = self.labels.get(label)
-        if overrides is None:
-            return self.defaults
-        return self.defaults.model_copy(update=overrides.model_dump(exclude_none=True))
+        if overrides is not None:
+            settings = settings.model_copy(update=overrides.model_dump(exclude_none=True))
+        return settings
 
 
 class JsonLinesConfig(StrictModel):
@@ -380,7 +385,9 @@ class Config(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig()], min_length=1)
     windows: WindowConfig = WindowConfig()
-    detectors: list[DetectorConfig] = Field(default_factory=lambda: [EnergyDetectorConfig()], min_length=1)
+    detectors: list[DetectorConfig] = Field(
+        default_factory=lambda: [ClassifierDetectorConfig(), AnomalyDetectorConfig()], min_length=1
+    )
     events: EventsConfig = EventsConfig()
     outputs: OutputsConfig = OutputsConfig()
     health: HealthConfig = HealthConfig()

@@ -13,6 +13,10 @@ from typing import Any, Callable
 import yaml
 
 
+ENERGY = [{"type": "energy"}]
+"""Daemon tests that play tone bursts use the energy detector (label `loud`): a tone is no glass break."""
+
+
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(config))
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 
 from tests.audio import tone_bursts, write_bursts
-from tests.daemon_process import earwitness_command, write_config
+from tests.daemon_process import ENERGY, earwitness_command, write_config
 
 ONSETS = [2.0, 5.0, 8.0]
 
@@ -22,7 +23,9 @@ def events_of(lines: list[dict], change: str) -> list[dict]:
 def test_detect_prints_one_line_per_event(tmp_path: Path) -> None:
     audio = write_bursts(tmp_path / "bursts.wav", 10.0, ONSETS)
     quiet = write_bursts(tmp_path / "quiet.flac", 4.0, [])
-    result = subprocess.run(earwitness_command("detect", str(audio), str(quiet)), capture_output=True, text=True, timeout=60)
+    config = write_config(tmp_path / "config.yaml", {"detectors": ENERGY})
+    result = subprocess.run(earwitness_command("detect", str(audio), str(quiet), "--config", str(config)),
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert [set(e) for e in events] == [{"source", "label", "start_s", "end_s", "score"}] * 3
@@ -35,7 +38,8 @@ def test_detect_prints_one_line_per_event(tmp_path: Path) -> None:
 
 def test_detect_reports_unreadable_files_and_goes_on(tmp_path: Path) -> None:
     audio = write_bursts(tmp_path / "bursts.wav", 4.0, [1.0])
-    result = subprocess.run(earwitness_command("detect", str(tmp_path / "missing.wav"), str(audio)),
+    config = write_config(tmp_path / "config.yaml", {"detectors": ENERGY})
+    result = subprocess.run(earwitness_command("detect", str(tmp_path / "missing.wav"), str(audio), "--config", str(config)),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "missing.wav" in result.stderr
@@ -46,6 +50,7 @@ def test_run_file_source_emits_events_and_exits_at_end(tmp_path: Path, daemons) 
     audio = write_bursts(tmp_path / "bursts.wav", 4.0, [1.0])
     config = write_config(tmp_path / "config.yaml", {
         "device_id": "hall-hub",
+        "detectors": ENERGY,
         "sources": [{"name": "hall", "input": f"file:{audio}", "location": "hallway"}],
     })
     daemon = daemons("--config", str(config))
@@ -64,14 +69,16 @@ def test_run_file_source_emits_events_and_exits_at_end(tmp_path: Path, daemons) 
 def test_run_paces_files_in_real_time(tmp_path: Path, daemons) -> None:
     audio = write_bursts(tmp_path / "bursts.wav", 3.0, [1.0])
     began = time.monotonic()
-    daemon = daemons("--source", f"file:{audio}")
+    config = write_config(tmp_path / "config.yaml", {"detectors": ENERGY})
+    daemon = daemons("--config", str(config), "--source", f"file:{audio}")
     assert daemon.process.wait(timeout=20) == 0
     assert time.monotonic() - began >= 3.0
 
 
 def test_stdin_source(tmp_path: Path, daemons) -> None:
     pcm = (tone_bursts(6.5, [1.5, 5.0]) * 32767).astype("<i2").tobytes()
-    daemon = daemons("--source", "-", stdin=subprocess.PIPE)
+    config = write_config(tmp_path / "config.yaml", {"detectors": ENERGY})
+    daemon = daemons("--config", str(config), "--source", "-", stdin=subprocess.PIPE)
     daemon.process.stdin.write(pcm)
     daemon.process.stdin.close()
     assert daemon.process.wait(timeout=20) == 0
@@ -83,7 +90,7 @@ def test_stdin_source(tmp_path: Path, daemons) -> None:
 def test_several_sources_each_with_their_location(tmp_path: Path, daemons) -> None:
     cabin = write_bursts(tmp_path / "cabin.wav", 3.0, [1.0])
     exterior = write_bursts(tmp_path / "exterior.wav", 3.0, [])
-    config = write_config(tmp_path / "config.yaml", {"sources": [
+    config = write_config(tmp_path / "config.yaml", {"detectors": ENERGY, "sources": [
         {"name": "cabin", "input": f"file:{cabin}", "location": "car_cabin"},
         {"name": "exterior", "input": f"file:{exterior}", "location": "car_exterior"},
     ]})
@@ -107,7 +114,7 @@ def _epoch(timestamp: str) -> float:
 
 def test_privacy_switch_closes_and_reopens_the_source(tmp_path: Path, daemons) -> None:
     audio = write_bursts(tmp_path / "bursts.wav", 3.0, [1.0])
-    settings = {"log_level": "debug", "sources": [{"name": "room", "input": f"file:{audio}", "loop": True}]}
+    settings = {"log_level": "debug", "detectors": ENERGY, "sources": [{"name": "room", "input": f"file:{audio}", "loop": True}]}
     config = write_config(tmp_path / "config.yaml", settings)
     daemon = daemons("--config", str(config))
     daemon.wait_for_log("window", source="room")
@@ -131,7 +138,7 @@ def test_privacy_switch_closes_and_reopens_the_source(tmp_path: Path, daemons) -
 def test_sighup_applies_per_source_switch_and_rejects_bad_config(tmp_path: Path, daemons) -> None:
     audio = write_bursts(tmp_path / "bursts.wav", 3.0, [1.0])
     source = {"name": "room", "input": f"file:{audio}", "loop": True}
-    config = write_config(tmp_path / "config.yaml", {"log_level": "debug", "sources": [source]})
+    config = write_config(tmp_path / "config.yaml", {"log_level": "debug", "detectors": ENERGY, "sources": [source]})
     daemon = daemons("--config", str(config))
     daemon.wait_for_log("window", source="room")
 
@@ -140,7 +147,7 @@ def test_sighup_applies_per_source_switch_and_rejects_bad_config(tmp_path: Path,
     assert "sources[0].colour" in daemon.wait_for_log("config reload rejected, the running config stays")["error"]
     daemon.wait_for(lambda: windows_after(daemon, time.time() - 0.5, "room"), timeout=5, what="windows still flowing")
 
-    write_config(config, {"log_level": "debug", "sources": [{**source, "enabled": False}]})
+    write_config(config, {"log_level": "debug", "detectors": ENERGY, "sources": [{**source, "enabled": False}]})
     daemon.process.send_signal(signal.SIGHUP)
     daemon.wait_for(lambda: any(l.get("type") == "sensor" and not l["enabled"] for l in daemon.lines()),
                     timeout=2.5, what="per-source switch off")
@@ -149,7 +156,7 @@ def test_sighup_applies_per_source_switch_and_rejects_bad_config(tmp_path: Path,
 
 def test_sigterm_stops_within_two_seconds(tmp_path: Path, daemons) -> None:
     audio = write_bursts(tmp_path / "bursts.wav", 3.0, [0.5])
-    config = write_config(tmp_path / "config.yaml", {"sources": [{"name": "room", "input": f"file:{audio}", "loop": True}]})
+    config = write_config(tmp_path / "config.yaml", {"detectors": ENERGY, "sources": [{"name": "room", "input": f"file:{audio}", "loop": True}]})
     daemon = daemons("--config", str(config))
     daemon.wait_for(lambda: events_of(daemon.lines(), "start"), what="an open event")
     began = time.monotonic()
@@ -170,6 +177,7 @@ def test_invalid_config_at_start_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_missing_file_source_fails_cleanly(tmp_path: Path) -> None:
     result = subprocess.run(earwitness_command("run", "--source", f"file:{tmp_path}/nope.wav"),
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")})
     assert result.returncode == 1
     assert "audio file not found" in result.stderr

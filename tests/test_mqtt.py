@@ -16,7 +16,7 @@ import pytest
 import soundfile
 
 from tests.audio import tone_bursts
-from tests.daemon_process import DaemonProcess, write_config
+from tests.daemon_process import ENERGY, DaemonProcess, write_config
 from tests.mqtt_broker import MOSQUITTO, MOSQUITTO_PASSWD, OPENSSL, Broker, Subscriber, make_tls_files, wait_until
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
@@ -41,6 +41,7 @@ def daemon_config(tmp_path: Path, sources: list[dict], hubs: list[dict], **extra
         "device_id": DEVICE,
         "state_dir": str(tmp_path / "state"),
         "sources": sources,
+        "detectors": ENERGY,
         "windows": {"length_s": 0.25, "hop_s": 0.125},
         "events": {"defaults": {"cooldown_s": 0.1, "merge_gap_s": 0.1}},
         "outputs": {"jsonl": {"enabled": True, "path": "-"}},

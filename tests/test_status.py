@@ -11,7 +11,7 @@ from pathlib import Path
 
 from earwitness.daemon.status import client_socket_paths, exit_code, format_status, server_socket_path
 from tests.audio import write_bursts
-from tests.daemon_process import earwitness_command, write_config
+from tests.daemon_process import ENERGY, earwitness_command, write_config
 
 
 def free_port() -> int:
@@ -24,6 +24,7 @@ def test_status_reports_a_running_daemon(tmp_path: Path, daemons) -> None:
     audio = write_bursts(tmp_path / "bursts.wav", 2.0, [0.3])
     port = free_port()
     config = write_config(tmp_path / "config.yaml", {
+        "detectors": ENERGY,
         "sources": [
             {"name": "cabin", "location": "cabin", "input": f"file:{audio}", "loop": True},
             {"name": "exterior", "location": "exterior", "input": f"file:{audio}", "enabled": False},

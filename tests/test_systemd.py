@@ -27,7 +27,7 @@ from earwitness.daemon.health import Health
 from earwitness.daemon.service import Daemon
 from earwitness.integrations.systemd import Notifier, SystemdObserver, status_line, watchdog_interval_s
 from tests.audio import tone_bursts, write_bursts
-from tests.daemon_process import earwitness_command, write_config
+from tests.daemon_process import ENERGY, earwitness_command, write_config
 
 SAMPLE_RATE = 16_000
 
@@ -132,7 +132,8 @@ def test_ready_after_the_first_window_and_watchdog_from_the_processing_loop(tmp_
     process = subprocess.Popen(
         earwitness_command("run", "--source", "-"), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "daemon.err").open("w"),
-        env={**os.environ, "NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "400000", "RUNTIME_DIRECTORY": str(runtime)},
+        env={**os.environ, "NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "400000", "RUNTIME_DIRECTORY": str(runtime),
+             "STATE_DIRECTORY": str(tmp_path / "state")},
     )
     assert process.stdin is not None
     feeder = Feeder(process.stdin)
@@ -195,7 +196,7 @@ def test_reload_sends_reloading_then_ready(tmp_path: Path, listener) -> None:
     process = subprocess.Popen(
         earwitness_command("run", "--config", str(config)), stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "daemon.err").open("w"),
-        env={**os.environ, "NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "2000000"},
+        env={**os.environ, "NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "2000000", "STATE_DIRECTORY": str(tmp_path / "state")},
     )
     try:
         _, ready = notify.wait_for("READY")
@@ -232,6 +233,7 @@ def test_all_sources_off_ready_at_once_and_the_main_loop_pings(tmp_path: Path, l
     notify = listener()
     audio = write_bursts(tmp_path / "a.wav", 1.0, [])
     config = parse_config({"sensors_enabled": False, "sources": [{"name": "cabin", "input": f"file:{audio}"}],
+                           "detectors": ENERGY,
                            "outputs": {"jsonl": {"enabled": False}}})
     observer = SystemdObserver(Notifier(notify.address), watchdog_s=0.1)
     daemon = Daemon(config, observers=[observer])

@@ -14,10 +14,10 @@ HOP = 0.25
 def track(scores: list[float], **settings) -> list[EventChange]:
     config = parse_config({"events": {"defaults": {"threshold": 0.5, **settings}}}).events
     changes: list[EventChange] = []
-    tracker = EventTracker(SourceInfo("s", "here"), "dev", config, {}, {"x": "test-1"},
+    tracker = EventTracker(SourceInfo("s", "here"), "dev", config, {}, {"x": "test-1"}, {},
                            datetime(2026, 1, 1, tzinfo=timezone.utc), changes.append)
     for i, score in enumerate(scores):
-        tracker.observe({"x": score}, center_s=i * HOP, end_s=i * HOP + 0.5)
+        tracker.observe({"x": score}, at_s=i * HOP, end_s=i * HOP + 0.5)
     tracker.finish()
     return changes
 

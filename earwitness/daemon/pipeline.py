@@ -43,6 +43,7 @@ class Pipeline:
         """Keeps each event's audio (pre-roll included) and attaches it to the event's changes."""
         frontend = next((getattr(d, "frontend") for d in self._detectors if getattr(d, "frontend", None)), None)
         self._windower = Windower(config.windows.length_s, config.windows.hop_s, frontend)
+        self._hop_s = config.windows.hop_s
         self._tracker: EventTracker | None = None
 
     @property
@@ -74,9 +75,11 @@ class Pipeline:
 
     def _new_tracker(self, started_at: datetime) -> EventTracker:
         defaults = {label: t for d in self._detectors for label, t in d.thresholds.items()}
+        recommended = {label: s for d in self._detectors for label, s in getattr(d, "event_settings", {}).items()}
         emit = self._emit if self._clips is None else self._emit_with_clip
         return EventTracker(
-            self.source, self._config.device_id, self._config.events, defaults, self.models(), started_at, emit
+            self.source, self._config.device_id, self._config.events, defaults, self.models(), recommended,
+            started_at, emit,
         )
 
     def _emit_with_clip(self, change: EventChange) -> None:
@@ -90,10 +93,11 @@ class Pipeline:
             window.features.scores.update(detector.score(window))
         if self._stats is not None:
             self._stats.record_window(time.perf_counter() - began)
-        center_s = window.start_s + window.duration_s / 2
+        # Scores answer for the newest audio: place an onset in the middle of the last hop.
+        at_s = window.end_s - self._hop_s / 2
         log.debug("window", source=self.source.name, start_s=round(window.start_s, 3),
                   scores={label: round(score, 3) for label, score in window.features.scores.items()})
-        self._tracker.observe(window.features.scores, center_s, window.end_s, window.features.shared.get("details"))
+        self._tracker.observe(window.features.scores, at_s, window.end_s, window.features.shared.get("details"))
 
 
 def build_pipeline(

@@ -27,7 +27,7 @@ from earwitness.logs import configure_logging
 
 log = structlog.get_logger(__name__)
 
-CONFIG_POLL_S = 0.5
+CONFIG_POLL_S = 0.4
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 30.0
 PIPELINE_KEYS = ("device_id", "windows", "detectors", "events", "clips")
@@ -283,11 +283,18 @@ class Daemon:
         return (stat.st_mtime_ns, stat.st_size)
 
     async def _watch_config(self) -> None:
+        """Reload once a change to the file has settled: a file caught half-written (an editor's
+        save, a truncating write) would otherwise be read as a different, even valid, config."""
+        changed_to = None
         while True:
             await asyncio.sleep(CONFIG_POLL_S)
             stamp = self._stat_config()
-            if stamp != self._config_stamp and stamp is not None:
-                self._config_stamp = stamp
+            if stamp is None or stamp == self._config_stamp:
+                changed_to = None
+            elif stamp != changed_to:
+                changed_to = stamp
+            else:
+                self._config_stamp, changed_to = stamp, None
                 await self._reload("config file changed")
 
     async def _reload(self, reason: str) -> None:

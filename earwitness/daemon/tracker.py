@@ -38,6 +38,7 @@ class EventTracker:
         config: EventsConfig,
         default_thresholds: dict[str, float],
         models: dict[str, str],
+        recommended: dict[str, dict[str, float]],
         stream_started_at: datetime,
         emit: Callable[[EventChange], None],
     ) -> None:
@@ -49,7 +50,7 @@ class EventTracker:
         self._settings: dict[str, EventDefaults] = {}
         self._thresholds: dict[str, float] = {}
         for label in models:
-            settings = config.for_label(label)
+            settings = config.for_label(label, recommended.get(label))
             self._settings[label] = settings
             threshold = settings.threshold if settings.threshold is not None else default_thresholds.get(label, 0.5)
             self._thresholds[label] = threshold
@@ -62,11 +63,12 @@ class EventTracker:
     def open_events(self) -> list[Event]:
         return [state.event for state in self._states.values() if state.event is not None]
 
-    def observe(self, scores: dict[str, float], center_s: float, end_s: float, details: dict[str, dict] | None = None) -> None:
-        """Feed one window's scores; `center_s`/`end_s` place the window on the stream."""
+    def observe(self, scores: dict[str, float], at_s: float, end_s: float, details: dict[str, dict] | None = None) -> None:
+        """Feed one window's scores; `at_s` is where on the stream they apply (an event's start
+        is placed there), `end_s` the end of the window."""
         for label, score in scores.items():
             if label in self._states:
-                self._observe_label(label, score, center_s, end_s, (details or {}).get(label, {}))
+                self._observe_label(label, score, at_s, end_s, (details or {}).get(label, {}))
 
     def finish(self) -> None:
         """End every open event (end of stream, sensor switched off, shutdown)."""
@@ -74,7 +76,7 @@ class EventTracker:
             if state.event is not None:
                 self._end(label, state)
 
-    def _observe_label(self, label: str, score: float, center_s: float, end_s: float, details: dict) -> None:
+    def _observe_label(self, label: str, score: float, at_s: float, end_s: float, details: dict) -> None:
         state = self._states[label]
         settings = self._settings[label]
         threshold = self._thresholds[label]
@@ -87,21 +89,21 @@ class EventTracker:
                     state.event = state.event.evolve(score=score, details={**state.event.details, **details})
                 if (
                     state.event.score - state.reported_score >= UPDATE_MIN_RISE
-                    and center_s - state.last_update_s >= settings.update_interval_s
+                    and at_s - state.last_update_s >= settings.update_interval_s
                 ):
-                    self._report(state, "update", center_s)
+                    self._report(state, "update", at_s)
             elif end_s - state.last_active_s > settings.merge_gap_s:
                 self._end(label, state)
             return
 
-        if center_s < state.cooldown_until_s:
+        if at_s < state.cooldown_until_s:
             return
         if state.candidate_since is None:
             if score >= threshold:
-                state.candidate_since = center_s
+                state.candidate_since = at_s
         elif not holding:
             state.candidate_since = None
-        if state.candidate_since is not None and center_s - state.candidate_since >= settings.min_duration_s:
+        if state.candidate_since is not None and at_s - state.candidate_since >= settings.min_duration_s:
             start_s = state.candidate_since
             state.candidate_since = None
             state.event = Event(
@@ -115,7 +117,7 @@ class EventTracker:
                 details=dict(details),
             )
             state.last_active_s = end_s
-            self._report(state, "start", center_s)
+            self._report(state, "start", at_s)
 
     def _report(self, state: _LabelState, change: str, at_s: float) -> None:
         assert state.event is not None

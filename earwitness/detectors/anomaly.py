@@ -133,8 +133,9 @@ class AnomalyDetector:
             log.warning("cannot save anomaly state", source=self.source, path=str(self.state_path), error=str(error))
 
     def close(self) -> None:
-        """Called when the pipeline finishes: persist the state."""
-        self.save()
+        """Called when the pipeline finishes: persist what was learnt since the last save."""
+        if self._since_save_s > 0:
+            self.save()
 
     # -- scoring --------------------------------------------------------------------------------
     def claimed(self, scores: dict[str, float]) -> bool:

@@ -12,6 +12,9 @@ class Detector(Protocol):
 
     `labels` are the labels it can score; `thresholds` its default (calibrated)
     start threshold per label, which the config's `events` section may override.
+    A detector may also have `event_settings` (label -> event-tracker settings its
+    figures were measured with, e.g. `merge_gap_s`) and `frontend` (the feature
+    function behind `window.features.logmel`).
     """
 
     name: str

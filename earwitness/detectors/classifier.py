@@ -105,8 +105,12 @@ class ClassifierDetector:
         self._auto_span = score_span_s is None
         self._last_start_s: float | None = None
         self.frame_hop_s = float(meta["frame_hop_s"])
+        import torch
+
         from earwitness.frontend import LogMelFrontend
 
+        # One window at a time: a second thread costs more than it gives, and the box is shared.
+        torch.set_num_threads(1)
         self.frontend = LogMelFrontend()
         """The pipeline computes `window.features.logmel` with this (shared with later detectors)."""
         self.backend = self._pick_backend(backend)

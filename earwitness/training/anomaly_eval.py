@@ -174,7 +174,7 @@ def run_detector(feats: dict[str, np.ndarray], det_config, learn_s: float, thres
             events.append((change.event.start_s, change.event.end_s))
 
     tracker = EventTracker(SourceInfo("eval", "eval"), "eval", EventsConfig(), {label: 0.5}, {label: "anomaly"},
-                           datetime.now(timezone.utc), emit)
+                           {}, datetime.now(timezone.utc), emit)
     n = len(feats["start_s"])
     scores = np.zeros(n, np.float32)
     probs = feats["probs"]
@@ -187,7 +187,7 @@ def run_detector(feats: dict[str, np.ndarray], det_config, learn_s: float, thres
         s, details = det.step(x, HOP_S if i else 0.0, known, label_scores, float(feats["level"][i]))
         scores[i] = s
         start = float(feats["start_s"][i])
-        tracker.observe({label: s}, start + WINDOW_S / 2, start + WINDOW_S, {label: details})
+        tracker.observe({label: s}, start + WINDOW_S - HOP_S / 2, start + WINDOW_S, {label: details})
     tracker.finish()
     return scores, events
 

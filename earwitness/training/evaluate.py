@@ -36,7 +36,7 @@ class RecordingResult:
     item: Item
     duration_s: float
     scores: dict[str, np.ndarray]  # label -> window scores
-    centers: np.ndarray  # window centre times (recording time)
+    onsets: np.ndarray  # where each window's scores apply (recording time): mid-way through its last hop
     ends: np.ndarray
     events: list = field(default_factory=list)  # (label, start_s, end_s, peak)
 
@@ -49,6 +49,7 @@ class _Recorder:
         self.name, self.version = detector.name, detector.version
         self.labels, self.thresholds = detector.labels, detector.thresholds
         self.frontend = getattr(detector, "frontend", None)
+        self.event_settings = getattr(detector, "event_settings", {})
         self.rows: list[dict[str, float]] = []
         self.starts: list[float] = []
         self.lengths: list[float] = []
@@ -65,23 +66,6 @@ def _config(config_path: str | Path | None):
     from earwitness.config import load_config
 
     return load_config(config_path)
-
-
-def with_model_event_settings(config, meta: dict, labels):
-    """The config with the model's recommended event settings for labels the config does not set.
-
-    The classifier scores each hop of time on its own, so its labels need neither a long merge
-    gap nor a cooldown; the model's metadata says which settings its figures were measured with.
-    """
-    settings = meta.get("event_settings", {})
-    extra = {lb: settings[lb] for lb in labels if lb in settings and lb not in config.events.labels}
-    if not extra:
-        return config
-    from earwitness.config import LabelEventConfig
-
-    merged = dict(config.events.labels)
-    merged.update({lb: LabelEventConfig(**v) for lb, v in extra.items()})
-    return config.model_copy(update={"events": config.events.model_copy(update={"labels": merged})})
 
 
 def run_recording(config, detector, path: Path, item: Item) -> RecordingResult:
@@ -106,10 +90,11 @@ def run_recording(config, detector, path: Path, item: Item) -> RecordingResult:
     scores = {lb: np.array([r[lb] for r in rec.rows]) for lb in detector.labels}
     events = [(c.event.label, c.event.start_s - lead_s, (c.event.end_s or c.event.start_s) - lead_s, c.event.score)
               for c in changes if c.type == "end"]
-    return RecordingResult(item, n / SAMPLE_RATE, scores, starts + lengths / 2, starts + lengths, events)
+    ends = starts + lengths
+    return RecordingResult(item, n / SAMPLE_RATE, scores, ends - config.windows.hop_s / 2, ends, events)
 
 
-def replay_events(config, result: RecordingResult, thresholds: dict[str, float]) -> list:
+def replay_events(config, result: RecordingResult, thresholds: dict[str, float], event_settings: dict) -> list:
     """Events of recorded window scores at other thresholds, through the daemon's event tracker."""
     from earwitness.daemon.events import SourceInfo
     from earwitness.daemon.tracker import EventTracker
@@ -117,9 +102,9 @@ def replay_events(config, result: RecordingResult, thresholds: dict[str, float])
     changes = []
     labels = list(result.scores)
     tracker = EventTracker(SourceInfo("eval", result.item.path), "eval", config.events, thresholds,
-                           {lb: "replay" for lb in labels}, datetime.now(timezone.utc), changes.append)
-    for i in range(len(result.centers)):
-        tracker.observe({lb: float(result.scores[lb][i]) for lb in labels}, float(result.centers[i]), float(result.ends[i]))
+                           {lb: "replay" for lb in labels}, event_settings, datetime.now(timezone.utc), changes.append)
+    for i in range(len(result.onsets)):
+        tracker.observe({lb: float(result.scores[lb][i]) for lb in labels}, float(result.onsets[i]), float(result.ends[i]))
     tracker.finish()
     return [(c.event.label, c.event.start_s, c.event.end_s or c.event.start_s, c.event.score)
             for c in changes if c.type == "end"]
@@ -287,7 +272,6 @@ def evaluate(data: str | Path, model: str | Path | None = None, out: str | Path 
     config = _config(config_path)
     det = ClassifierDetector(model, labels=labels)
     meta = det.meta
-    config = with_model_event_settings(config, meta, det.labels)
     train_groups = set() if all_groups else set(meta.get("train_groups", []))
     items = [it for it in read_manifest(data) if it.group_id not in train_groups]
     if limit:  # smoke runs: N random clips (long background recordings left out) and the event recordings
@@ -316,12 +300,12 @@ def evaluate(data: str | Path, model: str | Path | None = None, out: str | Path 
             negs = [r for r in yres if _is_negative(r.item, lb)]
             hours = sum(r.duration_s for r in negs) / 3600
             ythr[lb] = calibrate([r.scores[lb] for r in negs], hours, meta.get("calibration", {}).get("budget_per_24h", 1.0)).threshold
-        yevents = {r.item.path: replay_events(config, r, ythr) for r in yres}
+        yevents = {r.item.path: replay_events(config, r, ythr, det.event_settings) for r in yres}
         base = metrics(yres, det.labels, ythr, yevents, data)
         by_who["yamnet"] = yres
         thr_who["yamnet"] = ythr
     for lb in det.labels:
-        ev = config.events.for_label(lb)
+        ev = config.events.for_label(lb, det.event_settings.get(lb))
         print(f"events {lb}: threshold {thresholds[lb]:.3f}, release_ratio {ev.release_ratio}, min_duration_s "
               f"{ev.min_duration_s}, merge_gap_s {ev.merge_gap_s}, cooldown_s {ev.cooldown_s}")
     print_table(ours, base, det.model_name)
