@@ -43,7 +43,6 @@ class Pipeline:
         """Keeps each event's audio (pre-roll included) and attaches it to the event's changes."""
         frontend = next((getattr(d, "frontend") for d in self._detectors if getattr(d, "frontend", None)), None)
         self._windower = Windower(config.windows.length_s, config.windows.hop_s, frontend)
-        self._hop_s = config.windows.hop_s
         self._tracker: EventTracker | None = None
 
     @property
@@ -93,8 +92,9 @@ class Pipeline:
             window.features.scores.update(detector.score(window))
         if self._stats is not None:
             self._stats.record_window(time.perf_counter() - began)
-        # Scores answer for the newest audio: place an onset in the middle of the last hop.
-        at_s = window.end_s - self._hop_s / 2
+        # An event starting with this window is placed at its centre: the classifier fires a few
+        # frames after a sound begins, and on the labelled recording the centre matches onsets best.
+        at_s = window.start_s + window.duration_s / 2
         log.debug("window", source=self.source.name, start_s=round(window.start_s, 3),
                   scores={label: round(score, 3) for label, score in window.features.scores.items()})
         self._tracker.observe(window.features.scores, at_s, window.end_s, window.features.shared.get("details"))

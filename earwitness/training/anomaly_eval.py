@@ -187,7 +187,7 @@ def run_detector(feats: dict[str, np.ndarray], det_config, learn_s: float, thres
         s, details = det.step(x, HOP_S if i else 0.0, known, label_scores, float(feats["level"][i]))
         scores[i] = s
         start = float(feats["start_s"][i])
-        tracker.observe({label: s}, start + WINDOW_S - HOP_S / 2, start + WINDOW_S, {label: details})
+        tracker.observe({label: s}, start + WINDOW_S / 2, start + WINDOW_S, {label: details})
     tracker.finish()
     return scores, events
 

@@ -36,7 +36,7 @@ class RecordingResult:
     item: Item
     duration_s: float
     scores: dict[str, np.ndarray]  # label -> window scores
-    onsets: np.ndarray  # where each window's scores apply (recording time): mid-way through its last hop
+    onsets: np.ndarray  # where an event starting with each window is placed (recording time): its centre
     ends: np.ndarray
     events: list = field(default_factory=list)  # (label, start_s, end_s, peak)
 
@@ -90,8 +90,7 @@ def run_recording(config, detector, path: Path, item: Item) -> RecordingResult:
     scores = {lb: np.array([r[lb] for r in rec.rows]) for lb in detector.labels}
     events = [(c.event.label, c.event.start_s - lead_s, (c.event.end_s or c.event.start_s) - lead_s, c.event.score)
               for c in changes if c.type == "end"]
-    ends = starts + lengths
-    return RecordingResult(item, n / SAMPLE_RATE, scores, ends - config.windows.hop_s / 2, ends, events)
+    return RecordingResult(item, n / SAMPLE_RATE, scores, starts + lengths / 2, starts + lengths, events)
 
 
 def replay_events(config, result: RecordingResult, thresholds: dict[str, float], event_settings: dict) -> list:
