@@ -173,7 +173,7 @@ def _detect(args: argparse.Namespace) -> int:
         source = SourceInfo(str(file), config.sources[0].location)
         pipeline = Pipeline(source, config, build_detectors(config.detectors), print_ended)
         try:
-            for block in read_audio_blocks(file):
+            for block in read_audio_blocks(file, block_s=1.0):
                 pipeline.process(block)
         except SourceUnavailable as error:
             print(f"earwitness: {error}", file=sys.stderr)

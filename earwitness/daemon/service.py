@@ -21,7 +21,7 @@ from earwitness.daemon.health import Health, SourceStats
 from earwitness.daemon.observers import DaemonObserver
 from earwitness.daemon.pipeline import build_pipeline
 from earwitness.daemon.sources import FileSource, SourceUnavailable, open_source
-from earwitness.detectors import build_detectors
+from earwitness.detectors import detector_labels
 from earwitness.integrations.sinks import Dispatcher, SinkContext, build_sinks
 from earwitness.logs import configure_logging
 
@@ -252,7 +252,7 @@ class Daemon:
             health=self.health,
             dispatch=self._emit_threadsafe,
             set_sensor=self.set_sensor,
-            labels=[label for detector in build_detectors(self._config.detectors) for label in detector.labels],
+            labels=detector_labels(self._config.detectors),
         )
         self._dispatcher = Dispatcher(build_sinks(context), self.health)
         self._dispatcher.start()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -70,6 +71,11 @@ def load_metadata(model: str | Path | None = None) -> tuple[Path, dict]:
     return path, json.loads(path.read_text())
 
 
+def scored_labels(meta: dict, labels: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The labels a classifier reports: `labels` when given, else the model's shipped labels."""
+    return tuple(labels) if labels else tuple(meta.get("shipped_labels", meta["labels"]))
+
+
 class ClassifierDetector:
     """Detector protocol implementation around the exported EarNet."""
 
@@ -88,8 +94,7 @@ class ClassifierDetector:
         self.version = str(meta.get("version", "unknown"))
         self.model_name = str(meta.get("name", meta_path.stem))
         self._all_labels: tuple[str, ...] = tuple(meta["labels"])
-        shipped = tuple(meta.get("shipped_labels", self._all_labels))
-        self.labels: tuple[str, ...] = tuple(labels) if labels else shipped
+        self.labels: tuple[str, ...] = scored_labels(meta, labels)
         unknown = set(self.labels) - set(self._all_labels)
         if unknown:
             raise ValueError(f"model {self.model_name} has no label(s) {sorted(unknown)}")
