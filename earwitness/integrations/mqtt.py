@@ -81,6 +81,9 @@ class MqttHubSink:
         self._lost = False
         self._inflight: dict[int, int] = {}
         self._cursor = 0
+        """The newest outbox message sent on this connection."""
+        self._newest = 0
+        """The newest outbox message written: nothing to read from the outbox while it equals the cursor."""
         self._announce = False
         self._published = 0
         self._last_health = 0.0
@@ -98,6 +101,7 @@ class MqttHubSink:
         except Exception as error:  # an unwritable state directory must not lose live alerts
             self._log.error("mqtt outbox cannot be opened, alerts are kept in memory only", path=str(path), error=str(error))
             self._outbox = Outbox(Path(":memory:"), self.hub.name, limits.max_messages, limits.max_age_s)
+        self._newest = self._outbox.newest()
         pending = self._outbox.depth()
         if pending:
             self._log.info("mqtt outbox has pending alerts from before", pending=pending)
@@ -110,7 +114,7 @@ class MqttHubSink:
         if not self._routed(event.source.name, event.label) or self._outbox is None:
             return
         payload = json.dumps(change.message(), separators=(",", ":")).encode()
-        self._outbox.add(self._topics.events, payload)
+        self._newest = self._outbox.add(self._topics.events, payload)
         self._live.put((self._topics.state(event.source.name, event.label), "OFF" if change.type == "end" or event.ended_at is not None else "ON"))
 
     def handle_sensor(self, state: SensorState) -> None:
@@ -253,7 +257,7 @@ class MqttHubSink:
             client.publish(topic, payload, qos=hub.qos, retain=False)
         assert self._outbox is not None
         room = MAX_INFLIGHT - len(self._inflight)
-        if room <= 0:
+        if room <= 0 or self._newest <= self._cursor:
             return
         for message in self._outbox.after(self._cursor, room):
             properties = None

@@ -81,6 +81,11 @@ class Outbox:
             ).fetchall()
         return [Pending(int(r[0]), r[1], bytes(r[2]), float(r[3])) for r in rows]
 
+    def newest(self) -> int:
+        """The sequence number of the newest message (0 when empty)."""
+        with self._lock:
+            return int(self._require().execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0])
+
     def ack(self, seq: int) -> None:
         """The broker has the message: forget it."""
         with self._lock:
