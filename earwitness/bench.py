@@ -43,8 +43,6 @@ from earwitness.config import Config
 from earwitness.daemon.windows import Windower
 from earwitness.detectors import build_detectors
 
-DEFAULT_DATA = Path("../shared/data")
-DEFAULT_YAMNET = Path("../shared/models/yamnet/yamnet.tflite")
 YAMNET_INPUT = 15_600
 CHUNK_S = 0.05
 WARM_UP_S = 5.0

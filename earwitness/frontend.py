@@ -11,7 +11,6 @@ level. Level robustness is handled in the model, which normalises every window
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -89,7 +88,3 @@ class LogMelFrontend(torch.nn.Module):
             with torch.inference_mode():
                 return super().__call__(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).numpy()
         return super().__call__(audio)
-
-
-def db_to_gain(db: float) -> float:
-    return math.pow(10.0, db / 20.0)

@@ -45,10 +45,6 @@ class Pipeline:
         self._windower = Windower(config.windows.length_s, config.windows.hop_s, frontend)
         self._tracker: EventTracker | None = None
 
-    @property
-    def labels(self) -> list[str]:
-        return [label for detector in self._detectors for label in detector.labels]
-
     def models(self) -> dict[str, str]:
         """The detector (name and version) that scores each label."""
         return {label: f"{d.name}-{d.version}" for d in self._detectors for label in d.labels}

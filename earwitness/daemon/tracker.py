@@ -60,9 +60,6 @@ class EventTracker:
     def thresholds(self) -> dict[str, float]:
         return dict(self._thresholds)
 
-    def open_events(self) -> list[Event]:
-        return [state.event for state in self._states.values() if state.event is not None]
-
     def observe(self, scores: dict[str, float], at_s: float, end_s: float, details: dict[str, dict] | None = None) -> None:
         """Feed one window's scores; `at_s` is where on the stream they apply (an event's start
         is placed there), `end_s` the end of the window."""

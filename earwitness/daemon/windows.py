@@ -46,8 +46,3 @@ class Windower:
             yield Window(audio, self._buffer_start / SAMPLE_RATE, WindowFeatures(audio, self._frontend))
             self._buffer = self._buffer[self.hop :]
             self._buffer_start += self.hop
-
-    @property
-    def position_s(self) -> float:
-        """Stream time of the end of the audio pushed so far."""
-        return (self._buffer_start + len(self._buffer)) / SAMPLE_RATE

@@ -66,10 +66,5 @@ class EarNet(nn.Module):
         return logits.transpose(1, 2), emb.transpose(1, 2)
 
 
-def frame_centres_s(n_out: int) -> torch.Tensor:
-    """Centre time (s, from the window's start) of each output frame."""
-    return torch.arange(n_out) * FRAME_HOP_S + 0.0275
-
-
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

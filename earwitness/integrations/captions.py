@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 from urllib.parse import urlsplit
 
@@ -426,7 +426,6 @@ class CircuitBreaker:
 class _Job:
     id: str
     event: Event
-    queued_at: float = field(default_factory=time.monotonic)
 
 
 class CaptionSink:

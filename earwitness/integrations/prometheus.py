@@ -109,8 +109,8 @@ class PrometheusExporter(DaemonObserver):
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readline(), 5.0)
-            while (line := await asyncio.wait_for(reader.readline(), 5.0)) not in (b"\r\n", b"\n", b""):
-                pass
+            while await asyncio.wait_for(reader.readline(), 5.0) not in (b"\r\n", b"\n", b""):
+                pass  # the headers are not needed
             parts = request.decode("latin-1").split()
             method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
             if method not in ("GET", "HEAD"):

@@ -213,7 +213,6 @@ def evaluate_anomaly(data_dir: str | Path, classifier=None, det_config=None, cac
     backgrounds = [it for it in pool if it.kind == "background" and it.duration_s >= MIN_BACKGROUND_S]
     all_labels = list(meta["labels"]) if meta else []
     excluded_labels = all_labels or list(LABEL_CLASSES)
-    shipped = list(getattr(classifier, "labels", ()) or [])
     thresholds = dict(getattr(classifier, "thresholds", {}) or {})
     excluded = novel_classes_for(excluded_labels)
     novel = [it for it in val if it.kind == "clips" and it.cls not in excluded]
@@ -252,7 +251,7 @@ def evaluate_anomaly(data_dir: str | Path, classifier=None, det_config=None, cac
 
         scores, mix_events = run_detector(mix, det_config, learn_s, thresholds, all_labels)
         starts = mix["start_s"]
-        wl, hl = int(WINDOW_S * SAMPLE_RATE), int(HOP_S * SAMPLE_RATE)
+        wl = int(WINDOW_S * SAMPLE_RATE)
         active_c = np.concatenate([[0], np.cumsum(masks[0])])
         extent_c = np.concatenate([[0], np.cumsum(masks[1])])
         a = (np.round(starts * SAMPLE_RATE)).astype(int)

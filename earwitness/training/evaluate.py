@@ -17,7 +17,6 @@ earlier, so that its first samples are scored; times are reported in the recordi
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path

@@ -22,7 +22,7 @@ from earwitness.detectors.cnn import FRAME_HOP_S, EarNet, n_params
 from earwitness.frontend import HOP_LENGTH, N_MELS, WIN_LENGTH, LogMelFrontend
 from earwitness.training import calibrate as C
 from earwitness.training.data import (
-    DEFAULT_HOLDOUT_GROUPS, LABEL_CLASSES, SCRATCH_LIKE, VALIDATION_ONLY_CLASSES, AudioCache, Item,
+    DEFAULT_HOLDOUT_GROUPS, LABEL_CLASSES, SCRATCH_LIKE, AudioCache, Item,
     holdout_groups_from_sources, label_of, read_manifest, split_by_group,
 )
 from earwitness.training.dataset import WindowSampler
