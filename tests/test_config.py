@@ -30,6 +30,10 @@ def test_example_config_passes_check() -> None:
     assert "OK" in result.stdout
 
 
+def test_example_config_documents_the_defaults() -> None:
+    assert load_config(REPO / "config" / "earwitness.yaml") == Config()
+
+
 def test_unknown_key_names_its_path(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("sources:\n  - name: cabin\n    input: mic\n    volume: 11\n")
