@@ -125,7 +125,8 @@ class Daemon:
         self._config = self._with_override(config)
         self._runners: dict[str, SourceRunner] = {}
         self._remote_sensor: dict[str, bool] = {}
-        self._last_sensor_view: dict[str, bool] = {}
+        self._sensor_states: dict[str, bool] = {}
+        """What the sinks were last told of each source's sensor."""
         self._dispatcher: Dispatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
@@ -209,7 +210,6 @@ class Daemon:
         """Start, stop or restart runners so that they match the config and the privacy switches."""
         config = self._config
         rebuild = previous is not None and any(getattr(previous, k) != getattr(config, k) for k in PIPELINE_KEYS)
-        old_sources = {s.name: s for s in previous.sources} if previous else {}
         new_sources = {s.name: s for s in config.sources}
         for name in list(self._runners):
             runner = self._runners[name]
@@ -221,7 +221,6 @@ class Daemon:
                     self.health.sources.pop(name, None)
         for name, source in new_sources.items():
             enabled = self._sensor_on(config, source)
-            was_enabled = previous is not None and name in old_sources and self._was_on(previous, old_sources[name])
             stats = self.health.source(name, source.location)
             if enabled and name not in self._runners:
                 runner = SourceRunner(config, source, self.emit, stats, self._realtime, self._window_done)
@@ -229,12 +228,9 @@ class Daemon:
                 runner.start(self._changed.set)
             if not enabled:
                 stats.state, stats.error = "disabled", None
-            if previous is None or enabled != was_enabled:
+            if self._sensor_states.get(name) != enabled:
                 self._dispatch_sensor(source, enabled, reason)
-        self._last_sensor_view = {name: self._sensor_on(config, s) for name, s in new_sources.items()}
-
-    def _was_on(self, previous: Config, source: SourceConfig) -> bool:
-        return self._last_sensor_view.get(source.name, self._sensor_on(previous, source))
+        self._sensor_states = {name: self._sensor_on(config, s) for name, s in new_sources.items()}
 
     def _dispatch_sensor(self, source: SourceConfig, enabled: bool, reason: str) -> None:
         if self._dispatcher is not None:
