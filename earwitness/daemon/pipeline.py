@@ -91,8 +91,8 @@ class Pipeline:
         # An event starting with this window is placed at its centre: the classifier fires a few
         # frames after a sound begins, and on the labelled recording the centre matches onsets best.
         at_s = window.start_s + window.duration_s / 2
-        log.debug("window", source=self.source.name, start_s=round(window.start_s, 3),
-                  scores={label: round(score, 3) for label, score in window.features.scores.items()})
+        # Arguments only: below debug level the call is a no-op, and nothing is built on this hot path.
+        log.debug("window", source=self.source.name, start_s=window.start_s, scores=window.features.scores)
         self._tracker.observe(window.features.scores, at_s, window.end_s, window.features.shared.get("details"))
 
 
