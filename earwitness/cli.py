@@ -145,7 +145,11 @@ def _run(args: argparse.Namespace) -> int:
     observers.append(StatusServer(server_socket_path(config.health.socket)))
     if config.health.prometheus.enabled:
         observers.append(PrometheusExporter(config.health.prometheus))
-    daemon = Daemon(config, config_path=path, realtime=True, source_override=override, observers=observers)
+    try:
+        daemon = Daemon(config, config_path=path, realtime=True, source_override=override, observers=observers)
+    except ConfigError as error:
+        print(f"earwitness: invalid config\n{error}", file=sys.stderr)
+        return 2
     return asyncio.run(daemon.run())
 
 
@@ -184,8 +188,11 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    from earwitness.daemon.resources import check_resources
+
     try:
         config = load_config(args.path)
+        check_resources(config, str(args.path))
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1

@@ -21,8 +21,8 @@ from earwitness.daemon.health import Health, SourceStats
 from earwitness.daemon.observers import DaemonObserver
 from earwitness.daemon.pipeline import build_pipeline
 from earwitness.daemon.sources import FileSource, SourceUnavailable, open_source
-from earwitness.detectors import detector_labels
-from earwitness.integrations.sinks import Dispatcher, SinkContext, build_sinks
+from earwitness.daemon.resources import check_files, check_resources, load_detectors
+from earwitness.integrations.sinks import Dispatcher, Sink, SinkContext, build_sinks
 from earwitness.logs import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -123,6 +123,8 @@ class Daemon:
         self._realtime = realtime
         self._source_override = list(source_override) if source_override else None
         self._config = self._with_override(config)
+        self._labels = check_resources(self._config, str(config_path or "<config>"))
+        """The labels the detectors report; loading them proves the config's models load (ConfigError if not)."""
         self._runners: dict[str, SourceRunner] = {}
         self._remote_sensor: dict[str, bool] = {}
         self._sensor_states: dict[str, bool] = {}
@@ -242,16 +244,14 @@ class Daemon:
 
     # --- sinks -------------------------------------------------------------------
 
-    def _start_sinks(self) -> None:
-        context = SinkContext(
-            config=self._config,
-            health=self.health,
-            dispatch=self._emit_threadsafe,
-            set_sensor=self.set_sensor,
-            labels=detector_labels(self._config.detectors),
-        )
-        self._dispatcher = Dispatcher(build_sinks(context), self.health)
+    def _start_sinks(self, sinks: list[Sink] | None = None) -> None:
+        self._dispatcher = Dispatcher(self._build_sinks(self._config, self._labels) if sinks is None else sinks, self.health)
         self._dispatcher.start()
+
+    def _build_sinks(self, config: Config, labels: list[str]) -> list[Sink]:
+        context = SinkContext(config=config, health=self.health, dispatch=self._emit_threadsafe,
+                              set_sensor=self.set_sensor, labels=labels)
+        return build_sinks(context)
 
     def _emit_threadsafe(self, change: EventChange) -> None:
         assert self._loop is not None
@@ -306,29 +306,34 @@ class Daemon:
         if self._config_path is None:
             log.info("reload requested but no config file is in use", reason=reason)
             return
+        previous = self._config
+        origin = str(self._config_path)
+        # Everything the new config needs is loaded before anything is swapped: a failure keeps the running config whole.
         try:
             new = self._with_override(load_config(self._config_path))
+            if new == previous:
+                log.info("config reloaded, nothing changed", reason=reason)
+                return
+            labels = self._labels if new.detectors == previous.detectors else load_detectors(new.detectors, origin)
+            check_files(new, origin)
+            sinks_changed = any(
+                getattr(previous, k) != getattr(new, k) for k in type(new).model_fields if k not in SOURCE_KEYS
+            )
+            sinks = self._build_sinks(new, labels) if sinks_changed else None
         except ConfigError as error:
             log.error("config reload rejected, the running config stays", reason=reason, error=str(error))
             return
-        previous = self._config
-        if new == previous:
-            log.info("config reloaded, nothing changed", reason=reason)
-            return
-        self._config = new
+        self._config, self._labels = new, labels
         self._remote_sensor.clear()
         configure_logging(new.log_level)
-        sinks_changed = any(
-            getattr(previous, k) != getattr(new, k) for k in type(new).model_fields if k not in SOURCE_KEYS
-        )
-        if sinks_changed:
+        if sinks is not None:
             self._close_sinks()
-            self._start_sinks()
+            self._start_sinks(sinks)
         await self._sync_sources(previous, reason=reason)
-        if sinks_changed:
+        if sinks is not None:
             for source in new.sources:
                 self._dispatch_sensor(source, self._sensor_on(new, source), reason)
-        log.info("config reloaded", reason=reason, sinks_restarted=sinks_changed)
+        log.info("config reloaded", reason=reason, sinks_restarted=sinks is not None)
 
     # --- observers (systemd, status socket, metrics) -----------------------------------------
 

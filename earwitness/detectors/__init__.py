@@ -38,19 +38,6 @@ def build_detector(config: DetectorConfig, context: DetectorContext | None = Non
     raise ValueError(f"unknown detector type: {config.type}")
 
 
-def detector_labels(configs: Sequence[DetectorConfig]) -> list[str]:
-    """The labels the configured detectors report, without loading them (no model is opened)."""
-    labels: list[str] = []
-    for config in configs:
-        if isinstance(config, ClassifierDetectorConfig):
-            from earwitness.detectors.classifier import load_metadata, scored_labels
-
-            labels += scored_labels(load_metadata(config.model)[1], config.labels)
-        else:
-            labels.append(config.label)
-    return labels
-
-
 def build_detectors(configs: Sequence[DetectorConfig], context: DetectorContext | None = None) -> list[Detector]:
     """Detectors in config order; each gets the context with the thresholds of those before it."""
     context = context or DetectorContext()

@@ -1,0 +1,58 @@
+"""Config reloads of the real daemon: a change is applied whole or rejected whole, and never silences it."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from tests.audio import write_bursts
+from tests.daemon_process import ENERGY, earwitness_command, write_config
+from tests.test_daemon import windows_after
+
+REJECTED = "config reload rejected, the running config stays"
+
+
+def looping_room(tmp_path: Path) -> dict:
+    audio = write_bursts(tmp_path / "bursts.wav", 3.0, [1.0])
+    return {"log_level": "debug", "detectors": ENERGY, "sources": [{"name": "room", "input": f"file:{audio}", "loop": True}]}
+
+
+def sensor_lines(daemon) -> list[bool]:
+    return [line["enabled"] for line in daemon.lines() if line.get("type") == "sensor"]
+
+
+def test_missing_classifier_model_is_rejected_and_the_running_config_stays(tmp_path: Path, daemons) -> None:
+    settings = looping_room(tmp_path)
+    config = write_config(tmp_path / "config.yaml", settings)
+    daemon = daemons("--config", str(config))
+    daemon.wait_for_log("window", source="room")
+
+    missing = tmp_path / "no-such-model.json"
+    write_config(config, {**settings, "detectors": [{"type": "classifier", "model": str(missing)}]})
+    rejected = daemon.wait_for_log(REJECTED)
+    assert "detectors[0].model" in rejected["error"] and "no-such-model.json" in rejected["error"]
+    # The running config is kept whole: the energy detector still scores the room...
+    daemon.wait_for(lambda: windows_after(daemon, time.time() - 0.5, "room"), timeout=5, what="windows still flowing")
+    # ...and the watcher lives on: the next edit (the privacy switch) is applied.
+    write_config(config, {**settings, "sensors_enabled": False})
+    daemon.wait_for(lambda: sensor_lines(daemon) == [True, False], timeout=5, what="the sensor switched off")
+    assert daemon.stop() == 0
+    assert not [l for l in daemon.logs() if l.get("exc_info") or l.get("exception")]
+
+
+def test_config_check_rejects_a_missing_classifier_model(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", {"detectors": [{"type": "classifier", "model": str(tmp_path / "gone.json")}]})
+    result = subprocess.run(earwitness_command("config", "check", str(config)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "detectors[0].model" in result.stderr and "gone.json" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_classifier_model_at_start_is_a_clear_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", {"detectors": [{"type": "classifier", "model": str(tmp_path / "gone.json")}]})
+    result = subprocess.run(earwitness_command("run", "--config", str(config), "--source", "-"), capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert "detectors[0].model" in result.stderr
+    assert "Traceback" not in result.stderr
