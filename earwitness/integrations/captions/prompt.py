@@ -1,0 +1,136 @@
+"""What a captioner is given: the event's facts as a prompt, and the template caption."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from earwitness.daemon.clips import CLIP_KEY, EventClip
+from earwitness.daemon.events import Event
+
+LABEL_PHRASES = {
+    "loud": "Loud sound",
+    "glass_break": "Glass breaking",
+    "glass-break": "Glass breaking",
+    "scratch": "Scratching",
+    "anomaly": "Unusual sound",
+    "unusual": "Unusual sound",
+}
+
+
+# --- what a captioner is given -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaptionRequest:
+    """An event to caption, with its audio clip (pre-roll included) when the pipeline kept one."""
+
+    event: Event
+    clip: EventClip | None = None
+
+    @classmethod
+    def of(cls, event: Event) -> "CaptionRequest":
+        clip = event.details.get(CLIP_KEY)
+        return cls(event, clip if isinstance(clip, EventClip) else None)
+
+
+def top_labels(event: Event) -> list[tuple[str, float | None]]:
+    """The other likely labels from `event.details["top_labels"]`, best first, the event's own label left out.
+
+    Accepted shapes: {label: score}, [[label, score], ...], [{"label": ..., "score": ...}, ...], [label, ...].
+    """
+    raw = event.details.get("top_labels")
+    pairs: list[tuple[str, float | None]] = []
+    if isinstance(raw, dict):
+        pairs = [(str(k), _number(v)) for k, v in raw.items()]
+    elif isinstance(raw, (list, tuple)):
+        for item in raw:
+            if isinstance(item, str):
+                pairs.append((item, None))
+            elif isinstance(item, dict) and "label" in item:
+                pairs.append((str(item["label"]), _number(item.get("score"))))
+            elif isinstance(item, (list, tuple)) and item:
+                pairs.append((str(item[0]), _number(item[1]) if len(item) > 1 else None))
+    if any(score is not None for _, score in pairs):
+        pairs.sort(key=lambda pair: -(pair[1] or 0.0))
+    return [(label, score) for label, score in pairs if label != event.label][:5]
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _words(name: str) -> str:
+    return re.sub(r"[_-]+", " ", name).strip()
+
+
+def label_phrase(label: str) -> str:
+    phrase = LABEL_PHRASES.get(label.lower())
+    if phrase:
+        return phrase
+    words = _words(label) or label
+    return words[0].upper() + words[1:]
+
+
+def duration_text(request: CaptionRequest) -> str | None:
+    event, clip = request.event, request.clip
+    if event.end_s is not None:
+        return f"{max(0.0, event.end_s - event.start_s):.1f} s"
+    if clip is not None:
+        if clip.capped:
+            return f"at least {clip.event_duration_s:.1f} s (still going on)"
+        return f"{clip.event_duration_s:.1f} s so far (still going on)"
+    return None
+
+
+def loudness_text(clip: EventClip | None) -> str | None:
+    if clip is None:
+        return None
+    levels = clip.levels()
+    if levels["peak_dbfs"] is None:
+        return None
+    text = f"peak {levels['peak_dbfs']:.1f} dBFS, RMS {levels['rms_dbfs']:.1f} dBFS"
+    if levels["background_dbfs"] is not None:
+        text += f", {levels['rms_dbfs'] - levels['background_dbfs']:.0f} dB above the background before it"
+    return text
+
+
+def event_context(request: CaptionRequest) -> str:
+    """The event's context, as the text the model is given."""
+    event = request.event
+    local = event.started_at.astimezone()
+    lines = [
+        "A sound event was detected.",
+        f"Detected label: {event.label} (score {event.score:.2f})",
+    ]
+    others = top_labels(event)
+    if others:
+        lines.append("Other likely labels: " + ", ".join(
+            label if score is None else f"{label} ({score:.2f})" for label, score in others))
+    lines.append(f"Source: {event.source.name}; location: {_words(event.source.location)}")
+    lines.append(f"Local time: {local:%Y-%m-%d %H:%M:%S %Z}, {local:%A}".replace("  ", " "))
+    duration = duration_text(request)
+    if duration:
+        lines.append(f"Duration: {duration}")
+    loudness = loudness_text(request.clip)
+    if loudness:
+        lines.append(f"Loudness: {loudness}")
+    return "\n".join(lines)
+
+
+def template_caption(request: CaptionRequest) -> str:
+    """A deterministic caption from the detector's findings; always available."""
+    event = request.event
+    local = event.started_at.astimezone()
+    caption = f"{label_phrase(event.label)} at {_words(event.source.location)} ({event.source.name}), {local:%H:%M:%S}"
+    if event.end_s is not None:
+        caption += f", {max(0.0, event.end_s - event.start_s):.1f} s"
+    others = top_labels(event)
+    if others:
+        caption += "; possibly also " + ", ".join(_words(label) for label, _ in others[:3])
+    return caption + "."
+
