@@ -60,10 +60,6 @@ class Scene:
 
 
 def main(json_path: Path | None, data_dir: Path, yamnet_path: Path, windows: int, listen_s: float) -> dict[str, Any]:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
     results: dict[str, Any] = {"machine": _machine()}
     config = Config()
     detectors = build_detectors(config.detectors)

@@ -70,9 +70,9 @@ class ClassifierDetectorConfig(StrictModel):
 
     type: Literal["classifier"] = "classifier"
     model: Path | None = None
-    """A model's .json (beside its .onnx and .pt), as written by `earwitness train`; null = the shipped model."""
-    backend: Literal["auto", "onnx", "torch"] = "auto"
-    """auto = ONNX Runtime when installed, else torch."""
+    """A model's .json (beside its .onnx), as written by `earwitness train`; null = the shipped model."""
+    backend: Literal["auto", "onnx"] = "auto"
+    """Either: the daemon runs the model in ONNX Runtime (torch is for training only)."""
     labels: list[str] | None = None
     """Score only these labels (a subset of the model's shipped labels); null = all shipped labels."""
 

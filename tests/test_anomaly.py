@@ -34,17 +34,6 @@ def _no_window_logs(monkeypatch):
 
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The log-mel frontend on one window at a time is fastest on one thread (the daemon's case)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _config(state_dir: Path, **anomaly) -> object:
     settings = {"type": "anomaly", "learn_s": LEARN_S, "bank_size": 256, "exclude_s": 2.0, **anomaly}
     return parse_config({"state_dir": str(state_dir), "log_level": "warning", "detectors": [settings]})

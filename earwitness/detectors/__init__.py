@@ -30,7 +30,7 @@ def build_detector(config: DetectorConfig, context: DetectorContext | None = Non
     if isinstance(config, ClassifierDetectorConfig):
         from earwitness.detectors.classifier import ClassifierDetector
 
-        return ClassifierDetector(config.model, backend=config.backend, labels=config.labels)
+        return ClassifierDetector(config.model, labels=config.labels)
     if isinstance(config, AnomalyDetectorConfig):
         from earwitness.detectors.anomaly import AnomalyDetector
 

@@ -21,6 +21,7 @@ import numpy as np
 import structlog
 
 from earwitness.anomaly_model import NormalModel, NormalModelParams, StateError
+from earwitness.frontend import LogMel
 
 if TYPE_CHECKING:
     from earwitness.config import AnomalyDetectorConfig
@@ -85,13 +86,11 @@ class AnomalyDetector:
     version = VERSION
 
     def __init__(self, config: "AnomalyDetectorConfig", context: "DetectorContext | None" = None) -> None:
-        from earwitness.frontend import LogMelFrontend
-
         self.config = config
         self.label = config.label
         self.labels = (config.label,)
         self.thresholds = {config.label: 0.5}
-        self.frontend = LogMelFrontend()
+        self.frontend = LogMel()
         self.source = context.source if context is not None else "default"
         self.known_thresholds: dict[str, float] = dict(context.thresholds) if context is not None else {}
         state_dir = context.state_dir if context is not None else None

@@ -1,6 +1,7 @@
 """The `classifier` detector: the shipped EarNet (glass_break, scratch and safety sounds).
 
-Inference runs in ONNX Runtime when it is installed (one thread), otherwise in torch.
+Inference runs in ONNX Runtime (one thread, no spinning); the session is loaded once per model
+file and shared by every source. Features come from the numpy log-mel frontend: no torch.
 Each window is scored by the max over the model's output frames in the window's newest
 `score_span_s` seconds (set it to the windower's hop), so consecutive windows score
 disjoint stretches of time: events are located to within a hop and do not merge.
@@ -11,12 +12,15 @@ The window's penultimate embedding (mean over frames, float32) goes to
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from earwitness.frontend import LogMel
 
 DEFAULT_MODEL = "earwitness-v1"
 
@@ -31,36 +35,36 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class _OnnxRunner:
-    def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
+    """Runs the model's (shared) session on a batch of log-mels: (logits, embeddings) per frame."""
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
+    def __init__(self, session) -> None:
+        self.session = session
+        self.input = session.get_inputs()[0].name
 
     def __call__(self, logmel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, emb = self.session.run(None, {self.input: np.ascontiguousarray(logmel, dtype=np.float32)})
         return logits, emb
 
 
-class _TorchRunner:
-    def __init__(self, path: Path, meta: dict) -> None:
-        import torch
+@functools.lru_cache(maxsize=4)
+def _session(path: Path, mtime_ns: int):
+    """The model's inference session, loaded once (again only when the file changes)."""
+    import onnxruntime as ort
 
-        from earwitness.detectors.cnn import EarNet
+    opts = ort.SessionOptions()
+    # One window at a time on a shared box: a second thread costs more than it gives, and a
+    # spinning thread pool would burn CPU between the hops.
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
-        self.torch = torch
-        self.model = EarNet(len(meta["labels"]), **meta.get("arch", {}))
-        self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        self.model.eval()
 
-    def __call__(self, logmel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with self.torch.inference_mode():
-            logits, emb = self.model(self.torch.from_numpy(np.ascontiguousarray(logmel, dtype=np.float32)))
-        return logits.numpy(), emb.numpy()
+def load_session(path: Path):
+    """The ONNX Runtime session of a model file (shared; see `_session`)."""
+    return _session(path, path.stat().st_mtime_ns)
 
 
 def load_metadata(model: str | Path | None = None) -> tuple[Path, dict]:
@@ -84,7 +88,6 @@ class ClassifierDetector:
     def __init__(
         self,
         model: str | Path | None = None,
-        backend: str = "auto",
         score_span_s: float | None = None,
         labels: tuple[str, ...] | list[str] | None = None,
         thresholds: dict[str, float] | None = None,
@@ -110,32 +113,9 @@ class ClassifierDetector:
         self._auto_span = score_span_s is None
         self._last_start_s: float | None = None
         self.frame_hop_s = float(meta["frame_hop_s"])
-        import torch
-
-        from earwitness.frontend import LogMelFrontend
-
-        # One window at a time: a second thread costs more than it gives, and the box is shared.
-        torch.set_num_threads(1)
-        self.frontend = LogMelFrontend()
+        self.frontend = LogMel()
         """The pipeline computes `window.features.logmel` with this (shared with later detectors)."""
-        self.backend = self._pick_backend(backend)
-        if self.backend == "onnx":
-            self._run = _OnnxRunner(meta_path.with_suffix(".onnx"))
-        else:
-            self._run = _TorchRunner(meta_path.with_suffix(".pt"), meta)
-
-    @staticmethod
-    def _pick_backend(backend: str) -> str:
-        if backend not in ("auto", "onnx", "torch"):
-            raise ValueError(f"unknown backend {backend!r}")
-        if backend == "auto":
-            try:
-                import onnxruntime  # noqa: F401
-
-                return "onnx"
-            except ImportError:
-                return "torch"
-        return backend
+        self._run = _OnnxRunner(load_session(meta_path.with_suffix(".onnx")))
 
     # -- scoring -------------------------------------------------------------------------------
     def _tail_frames(self, n_out: int, window_s: float) -> slice:

@@ -62,9 +62,9 @@ def novel_classes_for(labels: list[str]) -> set[str]:
 def window_features(audio: np.ndarray, classifier=None, batch: int = 128) -> dict[str, np.ndarray]:
     """Per-window embedding, label probabilities, level and flux, as the daemon computes them."""
     from earwitness.detectors.anomaly import logmel_shape, signal_features
-    from earwitness.frontend import LogMelFrontend
+    from earwitness.frontend import LogMel
 
-    frontend = LogMelFrontend()
+    frontend = LogMel()
     wl, hl = int(WINDOW_S * SAMPLE_RATE), int(HOP_S * SAMPLE_RATE)
     n = 1 + (len(audio) - wl) // hl if len(audio) >= wl else 0
     embs, probs, levels, fluxes, crests = [], [], [], [], []
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_classifier:
         from earwitness.detectors.classifier import ClassifierDetector
 
-        classifier = ClassifierDetector(args.model, backend="torch")
+        classifier = ClassifierDetector(args.model)
     result = evaluate_anomaly(args.data, classifier, det_config, args.cache, seed=args.seed,
                               all_backgrounds=args.all_backgrounds)
     summary = {k: v for k, v in result.items() if k != "per_recording"}

@@ -19,13 +19,14 @@ from tqdm import tqdm
 
 from earwitness import SAMPLE_RATE, __version__
 from earwitness.detectors.cnn import FRAME_HOP_S, EarNet, n_params
-from earwitness.frontend import HOP_LENGTH, N_MELS, WIN_LENGTH, LogMelFrontend
+from earwitness.frontend import HOP_LENGTH, N_MELS, WIN_LENGTH
 from earwitness.training import calibrate as C
 from earwitness.training.data import (
     DEFAULT_HOLDOUT_GROUPS, LABEL_CLASSES, SCRATCH_LIKE, AudioCache, Item,
     holdout_groups_from_sources, label_of, read_manifest, split_by_group,
 )
 from earwitness.training.dataset import WindowSampler
+from earwitness.training.torch_frontend import LogMelFrontend
 
 DEFAULT_LABELS = tuple(LABEL_CLASSES)
 MIN_GROUPS = 10  # a real label needs at least this many distinct recordings in the corpus
@@ -216,7 +217,7 @@ def calibrate_and_validate(meta_path: Path, val_items: list[Item], cache: AudioC
 
     meta = json.loads(meta_path.read_text())
     labels = tuple(meta["labels"])
-    det = ClassifierDetector(meta_path, backend="auto", labels=labels)
+    det = ClassifierDetector(meta_path, labels=labels)
     val_clips = [i for i in val_items if i.cls not in ("glass_break_events",) and i.kind in ("clips", "background")]
     scores = validation_scores(det, det.frontend, val_clips, cache, progress)
     calib, metrics = {}, {}
