@@ -18,9 +18,10 @@ class WindowFeatures:
     and `shared` (for example the classifier's embedding, which the anomaly detector reuses).
     """
 
-    def __init__(self, audio: np.ndarray, frontend: Frontend | None = None) -> None:
+    def __init__(self, audio: np.ndarray, frontend: Frontend | None = None, logmel: np.ndarray | None = None) -> None:
         self._audio = audio
         self._frontend = frontend
+        self._logmel = logmel
         self.scores: dict[str, float] = {}
         self.shared: dict[str, Any] = {}
 
@@ -30,9 +31,11 @@ class WindowFeatures:
         rms = float(np.sqrt(np.mean(np.square(self._audio, dtype=np.float64))))
         return 20.0 * np.log10(max(rms, 1e-10))
 
-    @cached_property
+    @property
     def logmel(self) -> np.ndarray:
-        """The frontend's feature matrix for this window."""
-        if self._frontend is None:
-            raise RuntimeError("no frontend configured for this pipeline")
-        return self._frontend(self._audio)
+        """The frontend's feature matrix for this window (given by the windower, or computed on first use)."""
+        if self._logmel is None:
+            if self._frontend is None:
+                raise RuntimeError("no frontend configured for this pipeline")
+            self._logmel = self._frontend(self._audio)
+        return self._logmel
