@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +82,39 @@ def test_sounddevice_imports_lazily() -> None:
     probe = "import sys, earwitness.cli, earwitness.daemon.service; print('sounddevice' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def _collect(source) -> list[np.ndarray]:
+    async def run() -> list[np.ndarray]:
+        return [block async for block in source.chunks()]
+
+    return asyncio.run(run())
+
+
+def test_a_resampled_file_is_handed_out_in_whole_hops(tmp_path: Path) -> None:
+    path = write_bursts(tmp_path / "stereo44k.flac", 3.1, [1.0], rate=44_100, channels=2)
+    blocks = _collect(sources.FileSource(path, realtime=False, loop=False, block_s=0.25))
+    assert {len(block) for block in blocks[:-1]} == {4000}
+    assert 0 < len(blocks[-1]) <= 4000
+    assert np.array_equal(np.concatenate(blocks), np.concatenate(list(read_audio_blocks(path))))
+
+
+def test_stdin_is_handed_out_in_whole_hops_whatever_the_writes(tmp_path: Path) -> None:
+    """A writer's 50 ms pieces (and an odd byte count) become 0.25 s blocks; the tail comes at the end."""
+    pcm = (np.arange(4000 * 5 + 123) % 2000 - 1000).astype("<i2").tobytes()
+    read_fd, write_fd = os.pipe()
+
+    def write() -> None:
+        with os.fdopen(write_fd, "wb") as pipe:
+            for i in range(0, len(pcm), 1601):
+                pipe.write(pcm[i : i + 1601])
+                pipe.flush()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with os.fdopen(read_fd, "rb") as stream:
+        blocks = _collect(sources.StdinSource("stdin", queue_s=10.0, stream=stream, block_s=0.25))
+    writer.join()
+    assert [len(block) for block in blocks] == [4000] * 5 + [123]
+    expected = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
+    assert np.array_equal(np.concatenate(blocks), expected)

@@ -67,7 +67,7 @@ class SourceRunner:
         retry_s = RETRY_MIN_S
         name = self.source.name
         while True:
-            audio = open_source(self.source, self._realtime)
+            audio = open_source(self.source, self._realtime, self.config.windows.hop_s)
             try:
                 pipeline = build_pipeline(self.config, self.source, self._emit, self.stats)
             except Exception as error:

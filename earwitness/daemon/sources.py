@@ -1,7 +1,9 @@
-"""Audio sources: microphone, file and stdin, each yielding 16 kHz mono float32 chunks.
+"""Audio sources: microphone, file and stdin, each yielding 16 kHz mono float32 blocks.
 
-`mic` and `-` (stdin) fill a bounded queue from another thread; when the pipeline falls
-behind, the oldest audio is dropped, counted and logged, never silently.
+A block is one window hop (0.25 s by default): the pipeline wakes once per window, and each
+block completes exactly one window. `mic` and `-` (stdin) fill a bounded queue from another
+thread; when the pipeline falls behind, the oldest audio is dropped, counted and logged,
+never silently.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from earwitness.config import SourceConfig
 
 log = structlog.get_logger(__name__)
 
-CHUNK_S = 0.05
-"""Audio is handed to the pipeline in chunks of 50 ms."""
+BLOCK_S = 0.25
+"""Audio is handed to the pipeline in blocks of this many seconds unless told otherwise (the default hop)."""
 DROP_LOG_INTERVAL_S = 10.0
 
 
@@ -38,8 +40,29 @@ class AudioSource(Protocol):
     dropped_frames: int
 
     def chunks(self) -> AsyncIterator[np.ndarray]:
-        """Yield 16 kHz mono float32 chunks until the source ends; closing it releases the device."""
+        """Yield 16 kHz mono float32 blocks until the source ends; closing it releases the device."""
         ...
+
+
+class _Reblocker:
+    """Cuts a stream of arrays of any length into blocks of exactly `size` samples (a resampler's
+    output varies by a few samples per call; the pipeline wants whole hops)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._pending = np.zeros(0, np.float32)
+
+    def __call__(self, samples: np.ndarray) -> list[np.ndarray]:
+        if len(self._pending):
+            samples = np.concatenate([self._pending, samples])
+        whole = len(samples) // self._size * self._size
+        self._pending = samples[whole:]
+        return [samples[i : i + self._size] for i in range(0, whole, self._size)]
+
+    def rest(self) -> np.ndarray:
+        """What is left over at the end of the stream (less than a block)."""
+        rest, self._pending = self._pending, np.zeros(0, np.float32)
+        return rest
 
 
 class _Resampler:
@@ -55,7 +78,7 @@ class _Resampler:
         return self._stream.resample_chunk(mono, last=last)
 
 
-def read_audio_blocks(path: str | Path, block_s: float = CHUNK_S) -> Iterator[np.ndarray]:
+def read_audio_blocks(path: str | Path, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
     """Read any file soundfile can decode as 16 kHz mono float32 blocks, as fast as possible."""
     try:
         audio_file = soundfile.SoundFile(str(path))
@@ -74,10 +97,11 @@ def read_audio_blocks(path: str | Path, block_s: float = CHUNK_S) -> Iterator[np
 class FileSource:
     """Audio from a file: paced like a microphone (`realtime`) or as fast as possible."""
 
-    def __init__(self, path: Path, realtime: bool, loop: bool) -> None:
+    def __init__(self, path: Path, realtime: bool, loop: bool, block_s: float = BLOCK_S) -> None:
         self.path = path
         self.realtime = realtime
         self.loop = loop
+        self.block_s = block_s
         self.dropped_frames = 0
 
     async def chunks(self) -> AsyncIterator[np.ndarray]:
@@ -85,24 +109,28 @@ class FileSource:
             raise SourceUnavailable(f"audio file not found: {self.path}")
         started = time.monotonic()
         samples = 0
+        reblock = _Reblocker(int(round(self.block_s * SAMPLE_RATE)))
         while True:
-            for block in read_audio_blocks(self.path):
-                samples += len(block)
-                if self.realtime:
-                    await asyncio.sleep(max(0.0, started + samples / SAMPLE_RATE - time.monotonic()))
-                else:
-                    await asyncio.sleep(0)
-                yield block
+            for block in read_audio_blocks(self.path, self.block_s):
+                for hop in reblock(block):
+                    samples += len(hop)
+                    if self.realtime:
+                        await asyncio.sleep(max(0.0, started + samples / SAMPLE_RATE - time.monotonic()))
+                    else:
+                        await asyncio.sleep(0)
+                    yield hop
             if not self.loop:
+                if len(rest := reblock.rest()):
+                    yield rest
                 return
 
 
 class _ChunkQueue:
     """A bounded queue filled from a foreign thread; on overflow the oldest chunk is dropped and counted."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_seconds: float, source: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_seconds: float, block_s: float, source: str) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue(maxsize=max(2, int(max_seconds / CHUNK_S)))
+        self._queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue(maxsize=max(2, int(max_seconds / block_s)))
         self._source = source
         self.dropped_frames = 0
         self._last_drop_log = float("-inf")
@@ -147,9 +175,10 @@ class StdinSource:
     waits, so `ffmpeg ... -f s16le - | earwitness run --source -` loses nothing.
     """
 
-    def __init__(self, name: str, queue_s: float, stream: Any = None) -> None:
+    def __init__(self, name: str, queue_s: float, stream: Any = None, block_s: float = BLOCK_S) -> None:
         self._name = name
         self._queue_s = queue_s
+        self._block = int(round(block_s * SAMPLE_RATE))
         self._stream = stream if stream is not None else sys.stdin.buffer
         self._queue: _ChunkQueue | None = None
 
@@ -158,24 +187,29 @@ class StdinSource:
         return self._queue.dropped_frames if self._queue else 0
 
     async def chunks(self) -> AsyncIterator[np.ndarray]:
-        self._queue = _ChunkQueue(asyncio.get_running_loop(), self._queue_s, self._name)
+        self._queue = _ChunkQueue(asyncio.get_running_loop(), self._queue_s, self._block / SAMPLE_RATE, self._name)
         threading.Thread(target=self._read, args=(self._queue,), name=f"stdin-{self._name}", daemon=True).start()
         while (chunk := await self._queue.get()) is not None:
             yield chunk
 
     def _read(self, queue: _ChunkQueue) -> None:
-        chunk_bytes = int(SAMPLE_RATE * CHUNK_S) * 2
+        """Queue whole blocks as they fill (and what is left at the end of the stream)."""
+        block_bytes = self._block * 2
         pending = b""
         fd = self._stream.fileno()
-        while data := os.read(fd, chunk_bytes):
+        while data := os.read(fd, block_bytes - len(pending)):
             pending += data
-            usable = len(pending) - len(pending) % 2
-            if usable:
-                samples = np.frombuffer(pending[:usable], dtype="<i2").astype(np.float32) / 32768.0
-                pending = pending[usable:]
-                if not queue.put_waiting(samples):
+            if len(pending) == block_bytes:
+                if not queue.put_waiting(_pcm_to_float(pending)):
                     return
+                pending = b""
+        if len(pending) >= 2:
+            queue.put_waiting(_pcm_to_float(pending[: len(pending) // 2 * 2]))
         queue.put_waiting(None)
+
+
+def _pcm_to_float(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
 
 def import_sounddevice() -> Any:
@@ -222,10 +256,11 @@ def resolve_input_device(devices: list[dict[str, Any]], spec: str | int | None, 
 class MicSource:
     """A PortAudio input stream: its callback fills a bounded queue, resampled to 16 kHz."""
 
-    def __init__(self, name: str, device: str | int | None, queue_s: float) -> None:
+    def __init__(self, name: str, device: str | int | None, queue_s: float, block_s: float = BLOCK_S) -> None:
         self._name = name
         self._device = device
         self._queue_s = queue_s
+        self._block_s = block_s
         self._queue: _ChunkQueue | None = None
         self._overflows = 0
 
@@ -241,8 +276,9 @@ class MicSource:
             rate = int(sounddevice.query_devices(index)["default_samplerate"])
         except sounddevice.PortAudioError as error:
             raise SourceUnavailable(f"PortAudio cannot list input devices: {error}") from None
-        queue = self._queue = _ChunkQueue(asyncio.get_running_loop(), self._queue_s, self._name)
+        queue = self._queue = _ChunkQueue(asyncio.get_running_loop(), self._queue_s, self._block_s, self._name)
         resample = _Resampler(rate)
+        reblock = _Reblocker(int(round(self._block_s * SAMPLE_RATE)))
 
         def on_audio(indata: np.ndarray, frames: int, _time: Any, status: Any) -> None:
             if status.input_overflow:
@@ -251,7 +287,8 @@ class MicSource:
 
         try:
             stream = sounddevice.InputStream(
-                device=index, channels=1, samplerate=rate, dtype="float32", blocksize=int(rate * CHUNK_S), callback=on_audio
+                device=index, channels=1, samplerate=rate, dtype="float32", blocksize=int(round(rate * self._block_s)),
+                callback=on_audio,
             )
         except sounddevice.PortAudioError as error:
             raise SourceUnavailable(f"cannot open input device {index}: {error}") from None
@@ -259,7 +296,8 @@ class MicSource:
         log.info("microphone open", source=self._name, device=index, native_rate=rate)
         try:
             while (block := await queue.get()) is not None:
-                yield resample(block)
+                for hop in reblock(resample(block)):
+                    yield hop
         finally:
             stream.stop()
             stream.close()
@@ -267,10 +305,12 @@ class MicSource:
             log.info("microphone closed", source=self._name, device=index)
 
 
-def open_source(config: SourceConfig, realtime: bool) -> AudioSource:
-    """The source a config entry describes (not yet started: iterate `chunks()` to open it)."""
+def open_source(config: SourceConfig, realtime: bool, block_s: float = BLOCK_S) -> AudioSource:
+    """The source a config entry describes, handing out blocks of `block_s` (the window hop);
+    not yet started: iterate `chunks()` to open it."""
     if config.input == "mic":
-        return MicSource(config.name, config.device, config.queue_s)
+        return MicSource(config.name, config.device, config.queue_s, block_s)
     if config.input == "-":
-        return StdinSource(config.name, config.queue_s)
-    return FileSource(Path(config.input.removeprefix("file:")).expanduser(), realtime=realtime, loop=config.loop)
+        return StdinSource(config.name, config.queue_s, block_s=block_s)
+    path = Path(config.input.removeprefix("file:")).expanduser()
+    return FileSource(path, realtime=realtime, loop=config.loop, block_s=block_s)
