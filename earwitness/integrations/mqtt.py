@@ -1,10 +1,13 @@
-"""MQTT hubs: one sink per configured broker, each with its own thread that owns its paho client.
+"""MQTT hubs: one sink per configured broker, each with its own threads; nothing runs on the event loop.
 
-`handle_event` writes the event message to the hub's durable outbox and returns; the
-hub's thread publishes the outbox in order and deletes each message on its PUBACK.
-The thread also connects (with exponential backoff), keeps the retained status and
-sensor topics, announces Home Assistant discovery and takes remote commands.
-Nothing here ever blocks detection: a broker that is down or refuses the
+`handle_event` queues the event message and returns at once. The hub's outbox writer thread
+stores it in the durable outbox (the SQLite commit and fsync happen there, in order) and
+wakes the hub's thread, which publishes the outbox in order and deletes each message on its
+PUBACK. The hub's thread also connects (with exponential backoff), keeps the retained status
+and sensor topics, announces Home Assistant discovery and takes remote commands. The network
+I/O runs in paho's own thread (`loop_start`), which waits on the socket; the hub's thread
+sleeps until there is something to do (a new message, an acknowledgement, a command) and
+wakes once a second for the health figures: no polling. A broker that is down or refuses the
 credentials only delays that hub's messages.
 """
 
@@ -35,8 +38,6 @@ from earwitness.integrations.sinks import SinkContext
 
 log = structlog.get_logger(__name__)
 
-LOOP_TIMEOUT_S = 0.05
-"""How long the owner thread waits on the socket per turn: the latency of a new alert."""
 MAX_INFLIGHT = 20
 CONNACK_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
@@ -68,12 +69,19 @@ class MqttHubSink:
         self._labels = list(context.labels) if hub.route.labels is None else [l for l in hub.route.labels if l in context.labels]
         self._log = log.bind(hub=hub.name)
         self._outbox: Outbox | None = None
+        self._incoming: queue.SimpleQueue[tuple[bytes, tuple[str, str]] | None] = queue.SimpleQueue()
+        """Event messages (and their live ON/OFF state) for the outbox writer thread, in order."""
         self._live: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self._acks: queue.SimpleQueue[tuple[int, ReasonCode | None]] = queue.SimpleQueue()
+        """PUBACKs from paho's network thread, for the hub's thread."""
+        self._wake = threading.Event()
+        """Set when the hub's thread has something to do."""
         self._sensors: dict[str, bool] = {}
         self._sensors_dirty: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
         # Owned by the hub's thread:
         self._state = "stopped"
         self._error: str | None = None
@@ -106,6 +114,8 @@ class MqttHubSink:
         if pending:
             self._log.info("mqtt outbox has pending alerts from before", pending=pending)
         self._set_state("disconnected")
+        self._writer = threading.Thread(target=self._write, name=f"mqtt-outbox-{self.hub.name}", daemon=True)
+        self._writer.start()
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.hub.name}", daemon=True)
         self._thread.start()
 
@@ -114,8 +124,8 @@ class MqttHubSink:
         if not self._routed(event.source.name, event.label) or self._outbox is None:
             return
         payload = json.dumps(change.message(), separators=(",", ":")).encode()
-        self._newest = self._outbox.add(self._topics.events, payload)
-        self._live.put((self._topics.state(event.source.name, event.label), "OFF" if change.type == "end" or event.ended_at is not None else "ON"))
+        live = (self._topics.state(event.source.name, event.label), "OFF" if change.type == "end" or event.ended_at is not None else "ON")
+        self._incoming.put((payload, live))
 
     def handle_sensor(self, state: SensorState) -> None:
         if state.source.name not in self._source_names:
@@ -123,10 +133,16 @@ class MqttHubSink:
         with self._lock:
             self._sensors[state.source.name] = state.enabled
             self._sensors_dirty.add(state.source.name)
+        self._wake.set()
 
     def close(self) -> None:
-        """Send what can be sent quickly, publish `offline`, disconnect; unacked alerts stay in the outbox."""
+        """Store what is queued, send what can be sent quickly, publish `offline`, disconnect;
+        unacked alerts stay in the outbox."""
+        if self._writer is not None:
+            self._incoming.put(None)
+            self._writer.join(CLOSE_JOIN_S)
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(CLOSE_JOIN_S)
             if self._thread.is_alive():
@@ -134,6 +150,21 @@ class MqttHubSink:
                 return
         if self._outbox is not None:
             self._outbox.close()
+
+    # --- the outbox writer thread ----------------------------------------------------
+
+    def _write(self) -> None:
+        """Store each queued event message in the outbox, in order, then wake the hub's thread."""
+        assert self._outbox is not None
+        while (item := self._incoming.get()) is not None:
+            payload, live = item
+            try:
+                self._newest = self._outbox.add(self._topics.events, payload)
+            except Exception:
+                self._log.exception("mqtt outbox cannot store an alert")
+                continue
+            self._live.put(live)
+            self._wake.set()
 
     # --- the hub's thread ------------------------------------------------------------
 
@@ -185,22 +216,30 @@ class MqttHubSink:
         except (OSError, ValueError) as error:
             self._fail("mqtt connect failed", f"{type(error).__name__}: {error}")
             return False
+        client.loop_start()
         try:
             return self._converse(client)
         finally:
+            with _suppress():
+                client.disconnect()  # wakes paho's thread, which then ends (a no-op when the connection is gone)
+            client.loop_stop()
             _close_socket(client)
 
     def _converse(self, client: paho.Client) -> bool:
         deadline = time.monotonic() + CONNACK_TIMEOUT_S
-        while self._connack is None:
+        while True:
+            self._wake.clear()
+            if self._connack is not None:
+                break
             if self._stop.is_set():
                 return False
-            if (client.loop(LOOP_TIMEOUT_S) != MQTTErrorCode.MQTT_ERR_SUCCESS or self._lost) and self._connack is None:
+            if self._lost:
                 self._fail("mqtt connect failed", "connection closed before the broker answered (no CONNACK)")
                 return False
             if time.monotonic() > deadline:
                 self._fail("mqtt broker did not answer the connect", "CONNACK timeout")
                 return False
+            self._wake.wait(deadline - time.monotonic())
         if self._connack.is_failure:
             if self._connack.value in _CREDENTIAL_REASONS:
                 self._set_state("refused")
@@ -212,16 +251,21 @@ class MqttHubSink:
             return False
         self._on_connected(client)
         while not self._stop.is_set():
+            self._wake.clear()
+            self._take_acks()
             self._send(client)
-            if client.loop(LOOP_TIMEOUT_S) != MQTTErrorCode.MQTT_ERR_SUCCESS or self._lost:
+            if self._lost or not client.is_connected():
                 self._fail("mqtt connection lost", self._error or "socket closed")
                 return True
             self._update_health()
+            self._wake.wait(HEALTH_INTERVAL_S)
         self._goodbye(client)
         return True
 
     def _on_connected(self, client: paho.Client) -> None:
         self._inflight.clear()
+        while not self._acks.empty():  # of the previous connection's messages: they are sent again
+            self._acks.get_nowait()
         self._cursor = 0
         self._error = None
         while not self._live.empty():  # ON/OFF from while it was down are stale; the outbox has the events
@@ -272,21 +316,34 @@ class MqttHubSink:
             self._cursor = message.seq
             self._inflight[info.mid] = message.seq
 
+    def _take_acks(self) -> None:
+        """Forget the outbox messages the broker has acknowledged (PUBACKs queued by paho's thread)."""
+        assert self._outbox is not None
+        while not self._acks.empty():
+            mid, reason = self._acks.get_nowait()
+            seq = self._inflight.pop(mid, None)
+            if seq is None:
+                continue
+            if reason is not None and reason.is_failure:
+                self._log.warning("mqtt broker rejected an alert; it stays in the outbox", reason=str(reason), seq=seq)
+                continue
+            self._outbox.ack(seq)
+            self._published += 1
+
     def _goodbye(self, client: paho.Client) -> None:
         """Stopping: a short flush of the outbox, then `offline`, then a clean disconnect."""
         deadline = time.monotonic() + CLOSE_FLUSH_S
         while time.monotonic() < deadline and not self._lost:
+            self._wake.clear()
+            self._take_acks()
             self._send(client)
             if not self._inflight:
                 break
-            client.loop(0.02)
+            self._wake.wait(max(0.0, deadline - time.monotonic()))
         info = client.publish(self._topics.status, "offline", qos=1, retain=True)
-        deadline = time.monotonic() + CLOSE_FLUSH_S
-        while not info.is_published() and time.monotonic() < deadline and not self._lost:
-            client.loop(0.02)
-        client.disconnect()
         with _suppress():
-            client.loop(0.01)
+            info.wait_for_publish(CLOSE_FLUSH_S)
+        client.disconnect()
         assert self._outbox is not None
         self._log.info("mqtt disconnected", pending=self._outbox.depth())
 
@@ -335,26 +392,21 @@ class MqttHubSink:
             return value
         return None
 
-    # --- paho callbacks (run in the hub's thread, inside client.loop) -----------------
+    # --- paho callbacks (run in paho's network thread): hand over to the hub's thread -----
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any) -> None:
         self._connack = reason
+        self._wake.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any) -> None:
         self._lost = True
         if reason is not None and reason.is_failure:
             self._error = str(reason)
+        self._wake.set()
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
-        seq = self._inflight.pop(mid, None)
-        if seq is None:
-            return
-        if reason is not None and reason.is_failure:
-            self._log.warning("mqtt broker rejected an alert; it stays in the outbox", reason=str(reason), seq=seq)
-            return
-        assert self._outbox is not None
-        self._outbox.ack(seq)
-        self._published += 1
+        self._acks.put((mid, reason))
+        self._wake.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         topic = message.topic
@@ -365,6 +417,7 @@ class MqttHubSink:
                 self._announce = True
                 with self._lock:
                     self._sensors_dirty = set(self._sensors)
+                self._wake.set()
             return
         parts = topic.split("/")
         if (
