@@ -123,3 +123,26 @@ def test_glass_scores_hold_from_quiet_to_loud(shared_data, onnx_det):
             y = x * 10 ** (db / 20) if db < 0 else x * (0.99 / max(np.max(np.abs(x)), 1e-6))
             found.setdefault(db, []).append(window_scores(onnx_det, onnx_det.frontend, y)[0][:, j].max() >= thr)
     assert found and all(np.mean(v) >= 0.9 for v in found.values()), found
+
+
+def test_a_long_chunk_gives_the_events_of_one_window_at_a_time(shared_data, onnx_det):
+    """The pipeline scores a long chunk's windows in one model run; events and peaks stay those of
+    the daemon's small chunks (one window per call)."""
+    from earwitness.config import load_config
+    from earwitness.daemon.events import SourceInfo
+    from earwitness.daemon.pipeline import Pipeline
+
+    cache = AudioCache(shared_data, None)
+    clips = _val_clips(shared_data, {"glass_break"})[:3]
+    quiet = np.zeros(16000, np.float32)
+    audio = np.concatenate([x for it in clips for x in (quiet, cache.get(it.path))])
+    results = {}
+    for chunk in (800, len(audio)):
+        changes = []
+        pipeline = Pipeline(SourceInfo("t", "t"), load_config(None), [ClassifierDetector(backend="onnx")], changes.append)
+        for i in range(0, len(audio), chunk):
+            pipeline.process(audio[i: i + chunk])
+        pipeline.finish()
+        results[chunk] = [(c.type, c.event.label, c.event.start_s, c.event.end_s, round(c.event.score, 5)) for c in changes]
+    assert any(r[0] == "start" and r[1] == "glass_break" for r in results[800])
+    assert results[800] == results[len(audio)]

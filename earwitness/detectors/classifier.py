@@ -131,15 +131,22 @@ class ClassifierDetector:
         probs = _sigmoid(logits[:, tail, :].max(axis=1))
         return probs.astype(np.float32), emb.mean(axis=1).astype(np.float32)
 
-    def score(self, window) -> dict[str, float]:
+    def score_windows(self, windows: Sequence) -> list[dict[str, float]]:
+        """Scores of consecutive windows of one stream, in one model run (see `score`)."""
         if self._auto_span:
-            # Score the stretch of time this window adds: its hop, read from the window spacing.
-            last, self._last_start_s = self._last_start_s, window.start_s
-            if last is not None and 0 < window.start_s - last <= len(window.audio) / 16000.0:
-                self.score_span_s = window.start_s - last
-        feats = window.features
-        logmel = feats.logmel
-        probs, emb = self.score_logmel_batch(logmel[None], len(window.audio) / 16000.0)
-        feats.shared["embedding"] = emb[0]
-        feats.shared["label_scores"] = {lb: float(p) for lb, p in zip(self._all_labels, probs[0])}
-        return {lb: float(probs[0, i]) for lb, i in zip(self.labels, self._idx)}
+            # Score the stretch of time each window adds: its hop, read from the window spacing.
+            for window in windows:
+                last, self._last_start_s = self._last_start_s, window.start_s
+                if last is not None and 0 < window.start_s - last <= len(window.audio) / 16000.0:
+                    self.score_span_s = window.start_s - last
+        logmel = np.stack([window.features.logmel for window in windows])
+        probs, emb = self.score_logmel_batch(logmel, len(windows[0].audio) / 16000.0)
+        out = []
+        for window, window_probs, window_emb in zip(windows, probs, emb):
+            window.features.shared["embedding"] = window_emb
+            window.features.shared["label_scores"] = dict(zip(self._all_labels, window_probs.tolist()))
+            out.append({lb: float(window_probs[i]) for lb, i in zip(self.labels, self._idx)})
+        return out
+
+    def score(self, window) -> dict[str, float]:
+        return self.score_windows([window])[0]
