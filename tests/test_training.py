@@ -31,14 +31,23 @@ def test_eval_writes_the_metrics_shape(shared_data, tmp_path):
     from earwitness.training.evaluate import evaluate
 
     out = tmp_path / "metrics.json"
-    evaluate(shared_data, out=out, limit=25, progress=False)
+    evaluate(shared_data, out=out, limit=25, progress=False, long_day_hours=0.02)
     m = json.loads(out.read_text())
     # Issue 3's shape; other detectors' figures may sit beside it under their own keys ("anomaly").
     assert {"model", "background_hours", "labels"} <= set(m)
     assert isinstance(m["model"], str) and isinstance(m["background_hours"], float)
     assert "glass_break" in m["labels"]
-    keys = {"clip_auc", "threshold", "event_recall", "event_precision", "event_f1", "false_alarms_per_hour"}
+    keys = {"clip_auc", "threshold", "event_recall", "event_precision", "event_f1", "false_alarms_per_hour",
+            "onset_false_alarms_per_hour", "false_alarm_sources"}  # issue 12 added the last two
     for label, figures in m["labels"].items():
         assert set(figures) == keys, label
+        assert isinstance(figures["onset_false_alarms_per_hour"], float)
+        for source in figures["false_alarm_sources"]:
+            assert source["condition"] in ("plain", "after_silence", "quiet_floor", "long_day")
+            assert source["events"] >= 1 and 0 < source["peak"] <= 1 and source["path"]
     gb = m["labels"]["glass_break"]
     assert gb["event_recall"] is not None  # the labelled recording is always evaluated
+    day = m["long_day"]
+    assert day["hours"] == 0.02
+    assert set(day["false_alarms_per_24h"]) == set(m["labels"])
+    assert {"incident_recall", "time_to_alarm_ms"} <= set(day) and set(day["time_to_alarm_ms"]) == {"p50", "p95"}

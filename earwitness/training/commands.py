@@ -29,7 +29,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     e = commands.add_parser("eval", help="measure the classifier on a corpus through the streaming path",
                             description="Stream every recording of DIR through the daemon's pipeline (windows, "
                                         "detector, event tracker); print clip AUC, event recall/precision/F1 and false "
-                                        "events per hour per label. Needs the `train` extra.")
+                                        "events per hour per label; the same negatives after silence and over a quiet "
+                                        "floor; a synthetic long day at home (false events per 24 h, incident recall, "
+                                        "time to alarm); and what still fires. Needs the `train` extra.")
     e.add_argument("--data", required=True, type=Path, help="corpus dir (manifest.csv, clips/, background/, events/)")
     e.add_argument("--model", type=Path, default=None, help="model .json (default: the shipped model)")
     e.add_argument("--out", type=Path, default=None, help="write metrics JSON here (YAMNet's beside it as *.yamnet.json)")
@@ -39,6 +41,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     e.add_argument("--all-groups", action="store_true", help="also use the groups the model was trained on")
     e.add_argument("--labels", nargs="+", default=None, help="labels to evaluate (default: the model's shipped labels)")
     e.add_argument("--limit", type=int, default=None, help="evaluate N random clips and the event recordings only (smoke runs)")
+    e.add_argument("--long-day-hours", type=float, default=24.0, metavar="H",
+                   help="hours of the synthetic day at home streamed through the daemon (default 24; 0: none)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the onset variants and the long day")
     e.set_defaults(handler=_eval)
 
 
@@ -55,7 +60,7 @@ def _eval(args: argparse.Namespace) -> int:
     from earwitness.training.evaluate import evaluate
 
     evaluate(args.data, args.model, args.out, args.plot, args.baseline, args.config, args.all_groups, args.labels,
-             args.limit)
+             args.limit, long_day_hours=args.long_day_hours, seed=args.seed)
     return 0
 
 

@@ -17,9 +17,11 @@ earlier, so that its first samples are scored; times are reported in the recordi
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 from tqdm import tqdm
@@ -40,25 +42,39 @@ class RecordingResult:
     events: list = field(default_factory=list)  # (label, start_s, end_s, peak)
 
 
-class _Recorder:
-    """Wraps a detector to keep every window's scores (the pipeline still sees the same detector)."""
+class DetectorView:
+    """A detector as the pipeline sees it (same name, labels, thresholds, event settings and
+    frontend); subclasses see every window it scores."""
 
     def __init__(self, detector) -> None:
-        self.d = detector
+        self.detector = detector
         self.name, self.version = detector.name, detector.version
         self.labels, self.thresholds = detector.labels, detector.thresholds
         self.frontend = getattr(detector, "frontend", None)
         self.event_settings = getattr(detector, "event_settings", {})
+
+    def detector_scores(self, windows: list) -> list[dict[str, float]]:
+        """The detector's scores of consecutive windows (in one call when it scores batches)."""
+        score_windows = getattr(self.detector, "score_windows", None)
+        return score_windows(windows) if score_windows is not None else [self.detector.score(w) for w in windows]
+
+
+class _Recorder(DetectorView):
+    """Keeps every window's scores (the pipeline still sees the same detector)."""
+
+    def __init__(self, detector) -> None:
+        super().__init__(detector)
         self.rows: list[dict[str, float]] = []
         self.starts: list[float] = []
         self.lengths: list[float] = []
 
-    def score(self, window) -> dict[str, float]:
-        s = self.d.score(window)
-        self.rows.append(s)
-        self.starts.append(window.start_s)
-        self.lengths.append(len(window.audio) / SAMPLE_RATE)
-        return s
+    def score_windows(self, windows: list) -> list[dict[str, float]]:
+        scores = self.detector_scores(windows)
+        for window, s in zip(windows, scores):
+            self.rows.append(s)
+            self.starts.append(window.start_s)
+            self.lengths.append(len(window.audio) / SAMPLE_RATE)
+        return scores
 
 
 def _config(config_path: str | Path | None):
@@ -69,20 +85,28 @@ def _config(config_path: str | Path | None):
 
 def run_recording(config, detector, path: Path, item: Item) -> RecordingResult:
     """Stream one recording through a fresh pipeline; collect window scores and events."""
-    from earwitness.daemon.events import SourceInfo
-    from earwitness.daemon.pipeline import Pipeline
     from earwitness.daemon.sources import read_audio_blocks
 
+    return run_blocks(config, detector, item, read_audio_blocks(path, 1.0))
+
+
+def run_blocks(config, detector, item: Item, blocks: Iterable[np.ndarray],
+               pad: Callable[[int], np.ndarray] | None = None) -> RecordingResult:
+    """Stream audio blocks through a fresh pipeline, between `pad(n)` samples (default: silence)."""
+    from earwitness.daemon.events import SourceInfo
+    from earwitness.daemon.pipeline import Pipeline
+
+    pad = pad or (lambda n: np.zeros(n, np.float32))
     rec = _Recorder(detector)
     changes = []
     pipe = Pipeline(SourceInfo("eval", item.path), config, [rec], changes.append)
     lead_s = config.windows.length_s - config.windows.hop_s
-    pipe.process(np.zeros(int(round(lead_s * SAMPLE_RATE)), np.float32))
+    pipe.process(pad(int(round(lead_s * SAMPLE_RATE))))
     n = 0
-    for block in read_audio_blocks(path, 1.0):
+    for block in blocks:
         n += len(block)
         pipe.process(block)
-    pipe.process(np.zeros(int(round(config.windows.length_s * SAMPLE_RATE)), np.float32))
+    pipe.process(pad(int(round(config.windows.length_s * SAMPLE_RATE))))
     pipe.finish()
     starts = np.array(rec.starts) - lead_s
     lengths = np.array(rec.lengths)
@@ -259,13 +283,14 @@ def plots(results: dict[str, list[RecordingResult]], labels: tuple[str, ...], th
 def evaluate(data: str | Path, model: str | Path | None = None, out: str | Path | None = None,
              plot: str | Path | None = None, baseline: str | None = None, config_path: str | Path | None = None,
              all_groups: bool = False, labels: list[str] | None = None, limit: int | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, long_day_hours: float = 24.0, seed: int = 0) -> dict:
     from earwitness.detectors.classifier import ClassifierDetector
     from earwitness.training.calibrate import calibrate
 
     from earwitness.logs import configure_logging
 
     configure_logging("warning")  # the pipeline logs every window at debug level
+    began = time.monotonic()
     data = Path(data)
     config = _config(config_path)
     det = ClassifierDetector(model, labels=labels)
@@ -319,6 +344,14 @@ def evaluate(data: str | Path, model: str | Path | None = None, out: str | Path 
                 print("  truth:   " + ", ".join(f"{on:.2f}-{off:.2f} {l}" for on, off, l in read_event_labels(csv_path)))
             print("  detected: " + ", ".join(f"{s:.2f}-{e:.2f} {lb} ({p:.2f})" for lb, s, e, p in r.events))
     result = public(ours, det.model_name)
+    from earwitness.training.home_eval import home_figures, print_home  # issue 12: a lived-in home
+
+    home = home_figures(config, det, data, items, results, _is_negative, long_day_hours, seed, progress)
+    for lb, figures in home["labels"].items():
+        result["labels"][lb].update({k: v for k, v in figures.items() if not k.startswith("_")})
+    if home["long_day"] is not None:
+        result["long_day"] = home["long_day"]
+    print_home(home)
     from earwitness.training.anomaly_eval import anomaly_metrics  # issue 5: the anomaly detector
 
     result["anomaly"] = anomaly_metrics(data, det, config, all_backgrounds=all_groups, progress=progress)
@@ -331,4 +364,5 @@ def evaluate(data: str | Path, model: str | Path | None = None, out: str | Path 
     if plot:
         for p in plots(by_who, det.labels, thr_who, Path(plot)):
             print(f"wrote {p}")
+    print(f"\neval took {time.monotonic() - began:.0f} s")
     return {"ours": result, "yamnet": public(base, "yamnet") if base else None}

@@ -1,0 +1,153 @@
+"""The home figures of `earwitness eval`: onsets out of silence and a quiet floor, and the long day,
+computed by the daemon's own streaming path on a tiny corpus made of real recordings."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from earwitness import SAMPLE_RATE
+from earwitness.config import load_config
+from earwitness.detectors.classifier import ClassifierDetector
+from earwitness.training.calibrate import window_scores
+from earwitness.training.data import load_audio, read_manifest
+from earwitness.training.home_eval import onset_results, onset_variant
+from earwitness.training.long_day import DayRenderer, long_day, plan_day, stream_day
+
+HOUSEHOLD = ("dishes_clink", "keys_jingle", "door_slam", "coins", "footsteps")
+
+
+@pytest.fixture(scope="module")
+def detector() -> ClassifierDetector:
+    return ClassifierDetector()
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory, detector) -> Path:
+    """A home background, a few household sounds and the loudest-scoring of five glass breaks, all from
+    groups the shipped model never trained on, linked into a corpus of their own."""
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "manifest.csv").is_file():
+        pytest.skip(f"../shared/data is absent ({SHARED_DATA}): the real recordings are needed for this test")
+    train = set(detector.meta["train_groups"])
+    with open(SHARED_DATA / "manifest.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["group_id"] not in train]
+    background = next(r for r in rows if r["class"] == "ambience_home" and float(r["duration_s"]) >= 30)
+    household = [next(r for r in rows if r["class"] == cls) for cls in HOUSEHOLD]
+    glass = [r for r in rows if r["class"] == "glass_break"][:5]
+    j = detector.labels.index("glass_break")
+    best = max(glass, key=lambda r: window_scores(detector, detector.frontend, load_audio(SHARED_DATA / r["path"]))[0][:, j].max())
+    root = tmp_path_factory.mktemp("corpus")
+    chosen = [background, *household, best]
+    for r in chosen:
+        (root / r["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (root / r["path"]).symlink_to(SHARED_DATA / r["path"])
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(chosen[0]))
+        writer.writeheader()
+        writer.writerows(chosen)
+    return root
+
+
+def test_onset_variants_hold_the_silence_and_the_floor():
+    clip = (np.random.default_rng(3).standard_normal(8000) * 0.1).astype(np.float32)
+    audio, floor = onset_variant(clip, "after_silence", np.random.default_rng(1))
+    lead = len(audio) - len(clip)
+    assert floor is None and 0.5 * SAMPLE_RATE <= lead <= SAMPLE_RATE
+    assert not audio[:lead].any() and np.array_equal(audio[lead:], clip)
+    audio, floor = onset_variant(clip, "quiet_floor", np.random.default_rng(1))
+    lead = len(audio) - len(clip)
+    assert -70 <= floor <= -50 and 0.5 * SAMPLE_RATE <= lead <= SAMPLE_RATE
+    rms_db = lambda x: 20 * np.log10(np.sqrt(np.mean(np.square(x, dtype=np.float64))))  # noqa: E731
+    assert abs(rms_db(audio[:lead]) - floor) < 1.0
+    assert abs(rms_db(audio[lead:] - clip) - floor) < 1.0  # the floor goes on under the clip
+
+
+def test_onset_variants_stream_through_the_pipeline(tiny_corpus, detector):
+    """A glass break out of silence or out of a quiet floor is found where it begins in the variant."""
+    items = read_manifest(tiny_corpus)
+    glass = next(it for it in items if it.cls == "glass_break")
+    results = onset_results(load_config(None), detector, tiny_corpus, [glass], progress=False)
+    clip = load_audio(tiny_corpus / glass.path)
+    for condition, (r,) in results.items():
+        lead_s = r.duration_s - len(clip) / SAMPLE_RATE
+        assert 0.5 <= lead_s <= 1.0, condition
+        starts = [e[1] for e in r.events if e[0] == "glass_break"]
+        assert starts and lead_s - 0.5 <= min(starts) <= lead_s + 1.0, (condition, lead_s, r.events)
+
+
+def test_the_day_is_rendered_chunk_by_chunk_with_its_sounds_where_they_were_placed(tiny_corpus, detector):
+    items = read_manifest(tiny_corpus)
+    plan = plan_day(items, detector.labels, 0.05, seed=2)
+    assert plan.household and {s.path is None for s in plan.stretches} == {True, False}
+    with_sounds = DayRenderer(tiny_corpus, plan, incidents=True, seed=2)
+    bare = DayRenderer(tiny_corpus, type(plan)(plan.samples, plan.stretches, [], []), incidents=False, seed=2)
+    chunks = list(zip(with_sounds.chunks(10.0), bare.chunks(10.0)))
+    assert max(len(a) for a, _ in chunks) == 10 * SAMPLE_RATE
+    day = np.concatenate([a for a, _ in chunks])
+    diff = day - np.concatenate([b for _, b in chunks])
+    assert len(day) == plan.samples == int(0.05 * 3600 * SAMPLE_RATE)
+    placed = np.zeros(len(day), bool)
+    for p in with_sounds.placed:
+        a = p.sound.start
+        b = int(round(p.end_s * SAMPLE_RATE))
+        placed[a:b] = True
+        assert np.max(np.abs(diff[a:b])) > 0
+    assert not diff[~placed].any()  # nothing but the placed sounds differs from the bare day
+    for s in plan.stretches:
+        if s.path is None:  # a quiet floor at its drawn level where no sound plays
+            quiet = day[s.start: s.start + s.length][~placed[s.start: s.start + s.length]]
+            quiet = quiet[len(quiet) // 4: -len(quiet) // 4]  # away from the fades
+            level = 20 * np.log10(np.sqrt(np.mean(np.square(quiet, dtype=np.float64))))
+            assert -70.5 <= level <= -49.5 and abs(level - s.floor_dbfs) < 0.5
+
+
+def test_long_day_finds_an_inserted_glass_break_soon_after_it_begins(tiny_corpus, detector):
+    items = read_manifest(tiny_corpus)
+    config = load_config(None)
+    figures, sources = long_day(config, detector, tiny_corpus, items, hours=0.05, seed=0, progress=False)
+    assert figures["hours"] == 0.05
+    assert figures["incidents"] == {"glass_break": 2}  # the glass break, once at 0-20 dB SNR and once quiet
+    assert figures["incident_recall_by_condition"]["glass_break"]["snr"] == 1.0, figures
+    tta = figures["time_to_alarm_ms"]
+    assert 0 <= tta["p50"] <= tta["p95"] <= 1000, tta
+    assert figures["time_to_alarm_parts_ms"]["emitted"]["p95"] <= tta["p95"]
+    # False events are those of the day without the glass break, each with what was playing.
+    assert figures["false_alarms_per_24h"]["glass_break"] == len(sources["glass_break"]) * 24 / 0.05
+    assert all(s["condition"] == "long_day" and s["path"] for lb in sources for s in sources[lb])
+
+    # The day with incidents replays the scores of windows that hold none of them: the same
+    # events as scoring every window.
+    from earwitness.training.long_day import Replay, ScoreLog
+
+    plan = plan_day(items, detector.labels, 0.05, seed=0)
+    log = ScoreLog(detector, config.windows.hop_s)
+    stream_day(config, log, DayRenderer(tiny_corpus, plan, incidents=False), progress=False)
+    log.freeze()
+    spans = [(s.start, s.start + int((s.max_s + 1) * SAMPLE_RATE)) for s in plan.incidents]
+    replay = Replay(log, spans)
+    replayed = stream_day(config, replay, DayRenderer(tiny_corpus, plan, incidents=True), progress=False)
+    scored = stream_day(config, detector, DayRenderer(tiny_corpus, plan, incidents=True), progress=False)
+    assert 0 < replay.scored < len(log.table) / 4
+    assert [(e.label, e.start_s, e.end_s, round(e.peak, 5)) for e in replayed] == \
+        [(e.label, e.start_s, e.end_s, round(e.peak, 5)) for e in scored]
+
+
+def test_a_day_without_positives_has_no_incidents(tiny_corpus, detector):
+    items = [it for it in read_manifest(tiny_corpus) if it.cls != "glass_break"]
+    figures, sources = long_day(load_config(None), detector, tiny_corpus, items, hours=0.02, seed=1, progress=False)
+    assert figures["incident_recall"] == {} and "incidents" not in figures
+    assert figures["time_to_alarm_ms"] == {"p50": None, "p95": None}
+    assert figures["household_sounds"] >= 1
+    assert set(figures["false_alarms_per_24h"]) == set(detector.labels) == set(sources)
+
+
+def test_seeded_plans_repeat(tiny_corpus, detector):
+    items = read_manifest(tiny_corpus)
+    a, b = plan_day(items, detector.labels, 0.05, seed=4), plan_day(items, detector.labels, 0.05, seed=4)
+    assert a.stretches == b.stretches and a.household == b.household and a.incidents == b.incidents
+    assert plan_day(items, detector.labels, 0.05, seed=5).household != a.household
