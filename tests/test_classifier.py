@@ -139,7 +139,7 @@ def test_a_long_chunk_gives_the_events_of_one_window_at_a_time(shared_data, onnx
     results = {}
     for chunk in (800, len(audio)):
         changes = []
-        pipeline = Pipeline(SourceInfo("t", "t"), load_config(None), [ClassifierDetector(backend="onnx")], changes.append)
+        pipeline = Pipeline(SourceInfo("t", "t"), load_config(None), [ClassifierDetector()], changes.append)
         for i in range(0, len(audio), chunk):
             pipeline.process(audio[i: i + chunk])
         pipeline.finish()

@@ -13,7 +13,8 @@ NOT_IMPORTED = ("earwitness.training", "earwitness.detectors.cnn", "earwitness._
 """Modules that may import torch (the `train` extra: training and the torch network it trains), and the
 `python -m earwitness` entry point (importing it runs the CLI)."""
 EVAL_MODULES = ("earwitness.training.commands", "earwitness.training.evaluate", "earwitness.training.anomaly_eval",
-                "earwitness.training.calibrate", "earwitness.training.data")
+                "earwitness.training.calibrate", "earwitness.training.data", "earwitness.training.home_eval",
+                "earwitness.training.long_day")
 """What `earwitness eval` (without --baseline) loads: part of the runtime."""
 
 CHECK = """
