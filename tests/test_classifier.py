@@ -35,8 +35,8 @@ def torch_outputs(model, logmel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     with torch.inference_mode():
-        logits, emb = model(torch.from_numpy(logmel))
-    return logits.numpy(), emb.numpy()
+        out = model(torch.from_numpy(logmel))  # a distilled model also gives the teacher's classes
+    return out[0].numpy(), out[1].numpy()
 
 
 def _val_clips(data, classes: set[str]):

@@ -13,13 +13,19 @@ def test_train_smoke(shared_data, tmp_path):
     from earwitness.detectors.classifier import ClassifierDetector
     from earwitness.training.train import train
 
-    meta = train(shared_data, tmp_path, steps=6, batch=8, workers=0, limit_per_class=1, cache_dir=None,
-                 name="smoke", progress=False)
+    meta = train(shared_data, tmp_path, steps=20, batch=8, workers=1, limit_per_class=1, cache_dir=None,
+                 name="smoke", progress=False, pool_size=96, rounds=2)
     for suffix in (".pt", ".onnx", ".json"):
         assert (tmp_path / f"smoke{suffix}").is_file()
     assert meta["labels"][:2] == ["glass_break", "scratch"]
     assert set(meta["thresholds"]) == set(meta["labels"])
     assert meta["train_groups"]
+    # Distilled from YAMNet: the model names the 521 AudioSet classes it was taught.
+    assert len(meta["aux_classes"]) == 521 and meta["arch"]["n_aux"] == 521
+    assert [r["round"] for r in meta["train"]["rounds"]] == [1, 2]
+    # The scratch head was measured leave-one-group-out over the real scratch groups.
+    assert meta["scratch_head"]["groups"] >= 1 and meta["scratch_head"]["logo_auc"] is not None
+    assert all(s["min_duration_s"] >= 0 for s in meta["event_settings"].values())
     onnx_det = ClassifierDetector(tmp_path / "smoke.json")
     network = trained_network(tmp_path / "smoke.json")
     mel = (np.random.default_rng(0).standard_normal((2, 97, 64)) * 3 - 8).astype(np.float32)

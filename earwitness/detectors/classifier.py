@@ -40,9 +40,11 @@ class _OnnxRunner:
     def __init__(self, session) -> None:
         self.session = session
         self.input = session.get_inputs()[0].name
+        # (logits, embeddings); a distilled model has a third output, the teacher's classes.
+        self.outputs = [o.name for o in session.get_outputs()[:2]]
 
     def __call__(self, logmel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, emb = self.session.run(None, {self.input: np.ascontiguousarray(logmel, dtype=np.float32)})
+        logits, emb = self.session.run(self.outputs, {self.input: np.ascontiguousarray(logmel, dtype=np.float32)})
         return logits, emb
 
 

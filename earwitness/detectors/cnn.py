@@ -6,7 +6,10 @@ the same at any level above the noise floor; training adds +-30 dB gain on top.
 
 A strided stem and depthwise-separable blocks reduce time by 4 (40 ms per output frame)
 and frequency to 2 bands; a temporal convolution gives each output frame context.
-Outputs: per-frame logits [B, T', labels] and per-frame embeddings [B, T', emb].
+Outputs: per-frame logits [B, T', labels] and per-frame embeddings [B, T', emb]; with
+`n_aux` > 0 also per-frame logits of the teacher's classes [B, T', n_aux] (AudioSet, distilled
+from YAMNet: the mean over a window's frames predicts YAMNet's score for that window), which
+makes the embedding know a book, a plate or a typewriter, and names what an event sounds like.
 The detector scores a window by the max over the frames of its newest part (the hop), so
 events are located to within a hop and close events are not merged.
 """
@@ -38,7 +41,7 @@ class DSBlock(nn.Module):
 
 
 class EarNet(nn.Module):
-    def __init__(self, n_labels: int, widths=(24, 32, 48, 64, 96), emb_dim: int = 96) -> None:
+    def __init__(self, n_labels: int, widths=(24, 32, 48, 64, 96), emb_dim: int = 96, n_aux: int = 0) -> None:
         super().__init__()
         w0, w1, w2, w3, w4 = widths
         self.stem = nn.Sequential(nn.Conv2d(1, w0, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w0), nn.ReLU())
@@ -55,15 +58,18 @@ class EarNet(nn.Module):
         )
         self.dropout = nn.Dropout(0.2)
         self.head = nn.Conv1d(emb_dim, n_labels, 1)
+        self.aux_head = nn.Conv1d(emb_dim, n_aux, 1) if n_aux else None
 
-    def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = logmel - logmel.mean(dim=(1, 2), keepdim=True)  # level normalisation per window
         x = (x * 0.25).unsqueeze(1)  # [B, 1, T, F]
         x = self.blocks(self.stem(x))  # [B, C, T', F']
         x = x.permute(0, 1, 3, 2).flatten(1, 2)  # [B, C*F', T']
         emb = self.temporal(x)  # [B, E, T']
         logits = self.head(self.dropout(emb))  # [B, L, T']
-        return logits.transpose(1, 2), emb.transpose(1, 2)
+        if self.aux_head is None:
+            return logits.transpose(1, 2), emb.transpose(1, 2)
+        return logits.transpose(1, 2), emb.transpose(1, 2), self.aux_head(emb).transpose(1, 2)
 
 
 def n_params(model: nn.Module) -> int:

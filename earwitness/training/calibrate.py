@@ -46,6 +46,20 @@ def window_scores(detector, frontend, audio: np.ndarray, window_s: float = 1.0, 
     return np.concatenate(out), ends
 
 
+def confirmed_scores(scores: np.ndarray, hops: int, release_ratio: float) -> np.ndarray:
+    """The score stream as the tracker confirms it: an event starts at window i only if the next
+    `hops` windows hold above `release_ratio` of the threshold (its `min_duration_s`), so window i
+    counts as min(s[i], s[i+1] / r, ..., s[i+hops] / r); the stream's end does not confirm."""
+    if hops <= 0 or len(scores) == 0:
+        return scores
+    out = scores.astype(np.float64).copy()
+    for k in range(1, hops + 1):
+        later = np.full(len(scores), -np.inf)
+        later[:-k] = scores[k:] / release_ratio
+        out = np.minimum(out, later)
+    return np.maximum(out, 0.0)
+
+
 def event_peaks(scores: np.ndarray, floor: float) -> list[float]:
     """Peak score of each run of consecutive windows above `floor`."""
     peaks, cur = [], None

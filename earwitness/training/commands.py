@@ -14,16 +14,19 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                                         "NAME.pt, NAME.onnx and NAME.json into --out. Needs the `train` extra.")
     p.add_argument("--data", required=True, type=Path, help="corpus dir (manifest.csv, clips/, background/, events/)")
     p.add_argument("--out", required=True, type=Path, help="output dir for NAME.pt/.onnx/.json")
-    p.add_argument("--steps", type=int, default=5000, help="training steps (default 5000: ~12-15 min on 2 cores)")
+    p.add_argument("--steps", type=int, default=6000, help="training steps of the first round (later rounds: half)")
+    p.add_argument("--pool", type=int, default=60000, help="augmented windows made up front (scored by the teacher)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of training; each after the first adds mined hard negatives")
+    p.add_argument("--teacher", type=Path, default=None, help="YAMNet dir (default: ../models/yamnet beside --data)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.25, help="share of each class's groups kept for validation")
-    p.add_argument("--workers", type=int, default=1, help="data-generation processes (0: in the main process)")
+    p.add_argument("--workers", type=int, default=2, help="window-making processes (1: in the main process)")
     p.add_argument("--cache-dir", default=".cache", help="decoded-audio cache ('' to disable)")
     p.add_argument("--limit-per-class", type=int, default=None, help="use at most N recordings per class (smoke runs)")
     p.add_argument("--budget-per-24h", type=float, default=1.0, help="false events per 24 h per label (calibration)")
-    p.add_argument("--name", default="earwitness-v1")
+    p.add_argument("--name", default="earwitness-v2")
     p.set_defaults(handler=_train)
 
     e = commands.add_parser("eval", help="measure the classifier on a corpus through the streaming path",
@@ -52,7 +55,8 @@ def _train(args: argparse.Namespace) -> int:
 
     train(args.data, args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
           val_fraction=args.val_fraction, workers=args.workers, cache_dir=args.cache_dir or None,
-          limit_per_class=args.limit_per_class, budget_per_24h=args.budget_per_24h, name=args.name)
+          limit_per_class=args.limit_per_class, budget_per_24h=args.budget_per_24h, name=args.name,
+          pool_size=args.pool, rounds=args.rounds, teacher_dir=args.teacher)
     return 0
 
 
