@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 
+from datetime import datetime, timezone
+
 import numpy as np
 
+from earwitness.daemon.events import Event, SourceInfo
+from earwitness.daemon.windows import Window
+from earwitness.features import WindowFeatures
 from tests.test_classifier import torch_outputs, trained_network
 
 
@@ -31,6 +36,16 @@ def test_train_smoke(shared_data, tmp_path):
     mel = (np.random.default_rng(0).standard_normal((2, 97, 64)) * 3 - 8).astype(np.float32)
     for a, b in zip(onnx_det._run(mel), torch_outputs(network, mel)):
         assert np.max(np.abs(a - b)) < 1e-4
+    # Events of a distilled model carry the three AudioSet classes it hears best.
+    audio = (np.random.default_rng(2).standard_normal(16000) * 0.05).astype(np.float32)
+    window = Window(audio, 0.0, WindowFeatures(audio, onnx_det.frontend))
+    onnx_det.score(window)
+    top = window.features.shared["details"]["glass_break"]["top_labels"]
+    assert len(top) == 3 and all(name in meta["aux_classes"] and 0 <= score <= 1 for name, score in top)
+    assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+    event = Event("glass_break", SourceInfo("hall", "hall"), "dev", "m", 0.9, 0.0, datetime.now(timezone.utc),
+                  details={"top_labels": top})
+    assert event.message("start")["top_labels"] == [{"name": n, "score": s} for n, s in top]
 
 
 def test_eval_writes_the_metrics_shape(shared_data, tmp_path):

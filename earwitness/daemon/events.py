@@ -47,6 +47,8 @@ class Event:
         """The event message of the public schema (MQTT `events` topic, JSON-lines sink).
 
         With clip files on (`clips.enabled`), it also carries `clip`: the FLAC path, null until written.
+        Where the detector names what else it hears (the classifier's AudioSet classes, the anomaly's
+        nearest known labels), it carries `top_labels`: [{"name", "score"}], best first.
         """
         message = {
             "id": self.id,
@@ -63,6 +65,10 @@ class Event:
         }
         if "clip_path" in self.details:
             message["clip"] = self.details["clip_path"]
+        top = self.details.get("top_labels")
+        if top:
+            pairs = top.items() if isinstance(top, dict) else top
+            message["top_labels"] = [{"name": str(name), "score": score} for name, score in pairs]
         return message
 
 

@@ -42,10 +42,15 @@ class _OnnxRunner:
         self.input = session.get_inputs()[0].name
         # (logits, embeddings); a distilled model has a third output, the teacher's classes.
         self.outputs = [o.name for o in session.get_outputs()[:2]]
+        self.all_outputs = [o.name for o in session.get_outputs()[:3]]
 
     def __call__(self, logmel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, emb = self.session.run(self.outputs, {self.input: np.ascontiguousarray(logmel, dtype=np.float32)})
         return logits, emb
+
+    def with_teacher_classes(self, logmel: np.ndarray) -> list[np.ndarray]:
+        """(logits, embeddings[, teacher-class logits]) per frame."""
+        return self.session.run(self.all_outputs, {self.input: np.ascontiguousarray(logmel, dtype=np.float32)})
 
 
 @functools.lru_cache(maxsize=4)
@@ -118,6 +123,8 @@ class ClassifierDetector:
         self.frontend = LogMel()
         """The pipeline computes `window.features.logmel` with this (shared with later detectors)."""
         self._run = _OnnxRunner(load_session(meta_path.with_suffix(".onnx")))
+        self.top_label_names: tuple[str, ...] = tuple(meta.get("aux_classes", ()))
+        """AudioSet classes of a model distilled from YAMNet: events carry the three it hears best."""
 
     # -- scoring -------------------------------------------------------------------------------
     def _tail_frames(self, n_out: int, window_s: float) -> slice:
@@ -128,10 +135,18 @@ class ClassifierDetector:
 
     def score_logmel_batch(self, logmel: np.ndarray, window_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities [B, all labels] and embeddings [B, emb] of a batch of windows' log-mels."""
-        logits, emb = self._run(logmel)
+        return self._probabilities(*self._run(logmel), window_s)
+
+    def _probabilities(self, logits: np.ndarray, emb: np.ndarray, window_s: float) -> tuple[np.ndarray, np.ndarray]:
         tail = self._tail_frames(logits.shape[1], window_s)
         probs = _sigmoid(logits[:, tail, :].max(axis=1))
         return probs.astype(np.float32), emb.mean(axis=1).astype(np.float32)
+
+    def _top_labels(self, teacher_logits: np.ndarray) -> list[list]:
+        """The three teacher classes heard best over the window (as YAMNet scores a patch: its mean)."""
+        probs = _sigmoid(teacher_logits.mean(axis=0))
+        best = np.argsort(probs)[::-1][:3]
+        return [[self.top_label_names[i], round(float(probs[i]), 3)] for i in best]
 
     def score_windows(self, windows: Sequence) -> list[dict[str, float]]:
         """Scores of consecutive windows of one stream, in one model run (see `score`)."""
@@ -142,11 +157,19 @@ class ClassifierDetector:
                 if last is not None and 0 < window.start_s - last <= len(window.audio) / 16000.0:
                     self.score_span_s = window.start_s - last
         logmel = np.stack([window.features.logmel for window in windows])
-        probs, emb = self.score_logmel_batch(logmel, len(windows[0].audio) / 16000.0)
+        outputs = self._run.with_teacher_classes(logmel)
+        probs, emb = self._probabilities(outputs[0], outputs[1], len(windows[0].audio) / 16000.0)
+        teacher = outputs[2] if self.top_label_names and len(outputs) > 2 else None
         out = []
-        for window, window_probs, window_emb in zip(windows, probs, emb):
-            window.features.shared["embedding"] = window_emb
-            window.features.shared["label_scores"] = dict(zip(self._all_labels, window_probs.tolist()))
+        for k, (window, window_probs, window_emb) in enumerate(zip(windows, probs, emb)):
+            shared = window.features.shared
+            shared["embedding"] = window_emb
+            shared["label_scores"] = dict(zip(self._all_labels, window_probs.tolist()))
+            if teacher is not None:
+                top = self._top_labels(teacher[k])
+                details = shared.setdefault("details", {})
+                for label in self.labels:
+                    details[label] = {"top_labels": top}
             out.append({lb: float(window_probs[i]) for lb, i in zip(self.labels, self._idx)})
         return out
 
