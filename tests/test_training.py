@@ -47,6 +47,12 @@ def test_train_smoke(shared_data, tmp_path):
                   details={"top_labels": top})
     assert event.message("start")["top_labels"] == [{"name": n, "score": s} for n, s in top]
 
+    # Fine-tuning starts from the earlier weights and mines that model's hard negatives first.
+    tuned = train(shared_data, tmp_path / "tuned", steps=20, batch=8, workers=1, limit_per_class=1, cache_dir=None,
+                  name="tuned", progress=False, pool_size=48, rounds=1, init=tmp_path / "smoke.pt")
+    assert tuned["train"]["rounds"][0]["init"] == str(tmp_path / "smoke.pt")
+    assert tuned["train"]["rounds"][0]["mined_windows"] >= 0
+
 
 def test_eval_writes_the_metrics_shape(shared_data, tmp_path):
     from earwitness.training.evaluate import evaluate

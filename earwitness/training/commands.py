@@ -18,6 +18,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--pool", type=int, default=60000, help="augmented windows made up front (scored by the teacher)")
     p.add_argument("--rounds", type=int, default=2, help="rounds of training; each after the first adds mined hard negatives")
     p.add_argument("--teacher", type=Path, default=None, help="YAMNet dir (default: ../models/yamnet beside --data)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this model's .pt (same labels; fine-tuning, with its hard negatives mined first)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -56,7 +58,7 @@ def _train(args: argparse.Namespace) -> int:
     train(args.data, args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
           val_fraction=args.val_fraction, workers=args.workers, cache_dir=args.cache_dir or None,
           limit_per_class=args.limit_per_class, budget_per_24h=args.budget_per_24h, name=args.name,
-          pool_size=args.pool, rounds=args.rounds, teacher_dir=args.teacher)
+          pool_size=args.pool, rounds=args.rounds, teacher_dir=args.teacher, init=args.init)
     return 0
 
 

@@ -188,6 +188,7 @@ def train(
     pool_size: int = 60000,
     rounds: int = 2,
     teacher_dir: str | Path | None = None,
+    init: str | Path | None = None,
 ) -> dict:
     """Train, mine hard negatives and train again (`rounds`), fit the scratch head, export, calibrate."""
     from earwitness.training import scratch_head
@@ -217,9 +218,18 @@ def train(
 
     model = EarNet(len(labels), n_aux=len(aux_classes))
     frontend = LogMelFrontend()
-    pool = build_pool(train_items, data, cache_dir, labels, teacher_dir, pool_size, seed, workers, progress=progress)
+    mined: list[tuple[Item, int]] = []
+    if init:
+        # Fine-tune an earlier model: its weights (the teacher head is new), and its hard negatives from the start.
+        missing, _ = model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True), strict=False)
+        if any(not k.startswith("aux_head.") for k in missing):
+            raise ValueError(f"{init} is not an EarNet with the labels {labels}")
+        mined = mine(model, frontend, train_items, cache, labels, ("glass_break", "gunshot"), progress)
+    pool = build_pool(train_items, data, cache_dir, labels, teacher_dir, pool_size, seed, workers, mined=mined,
+                      progress=progress)
     fit_round(model, frontend, pool, steps, batch, lr, seed, "training (round 1)", progress)
-    rounds_log = [{"round": 1, "pool": len(pool), "steps": steps}]
+    rounds_log = [{"round": 1, "pool": len(pool), "steps": steps, "init": str(init) if init else None,
+                   "mined_windows": len(mined)}]
     for r in range(2, rounds + 1):
         mined = mine(model, frontend, train_items, cache, labels, ("glass_break", "gunshot"), progress)
         extra = build_pool(train_items, data, cache_dir, labels, teacher_dir, pool_size // 3, seed + r, workers,
