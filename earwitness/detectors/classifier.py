@@ -22,7 +22,7 @@ import numpy as np
 
 from earwitness.frontend import LogMel
 
-DEFAULT_MODEL = "earwitness-v1"
+DEFAULT_MODEL = "earwitness-v2"
 
 
 def shipped_model_path() -> Path:
