@@ -339,7 +339,12 @@ class CaptionsConfig(StrictModel):
     openai: OpenAICaptionConfig = OpenAICaptionConfig()
     send_audio: bool = False
     """Send the event's audio (16 kHz WAV, pre-roll included) to the endpoint. Off: no audio leaves the process."""
-    max_audio_s: float = Field(10.0, gt=0, le=120)
+    max_audio_s: float = Field(30.0, gt=0, le=120)
+    """At most this much audio per request, from the clip's start; lower still for a model that hears less
+    (Qwen2-Audio and Gemma 3n hear 30 s)."""
+    max_chars: int = Field(200, ge=20, le=1000)
+    """A longer caption is cut at its last full sentence within this length."""
+    max_sentences: int = Field(2, ge=1, le=10)
     queue_size: int = Field(32, ge=1)
     """Captions waiting for a worker; beyond it an event gets the template caption at once."""
     concurrency: int = Field(1, ge=1, le=16)

@@ -24,10 +24,12 @@ from earwitness.config import DEFAULT_CAPTION_PROMPT, ClipsConfig, ConfigError, 
 from earwitness.daemon.clips import CLIP_KEY, CLIP_PATH_KEY, WRITER, ClipRecorder, EventClip, prune_clips
 from earwitness.daemon.events import Event, EventChange, SourceInfo
 from earwitness.daemon.health import Health
+from earwitness.daemon.status import format_status
 from earwitness.integrations.captions import (
     CaptionError, CaptionRequest, CaptionSink, CircuitBreaker, OpenAICaptioner, RateLimiter, event_context,
     parse_completion, template_caption,
 )
+from earwitness.integrations.captions.client import MAX_ERROR_BODY_BYTES
 from earwitness.integrations.sinks import Dispatcher, SinkContext
 
 CAPTION = "Glass shattered in the living room, followed by footsteps."
@@ -36,20 +38,38 @@ CAPTION = "Glass shattered in the living room, followed by footsteps."
 # --- a small OpenAI-compatible server -------------------------------------------------
 
 
-class FakeLLM:
-    """`POST /v1/chat/completions` on 127.0.0.1; records every request.
+def completion(content: str | None, finish_reason: str = "stop") -> bytes:
+    """A `chat/completions` answer as OpenAI-compatible servers send it."""
+    return json.dumps({"id": "cmpl-1", "object": "chat.completion", "model": "test",
+                       "choices": [{"index": 0, "finish_reason": finish_reason,
+                                    "message": {"role": "assistant", "content": content}}]}).encode()
 
-    mode: ok | 500 | garbage | empty; `delay_s` before answering; `modes` (a list) overrides `mode` per request.
+
+class FakeLLM:
+    """`POST /v1/chat/completions` and `GET /v1/models` on 127.0.0.1; records every POST.
+
+    mode: ok | 500 | garbage | empty; `delay_s` before answering; `modes` (a list) overrides `mode` per request;
+    `answer` (status, body) overrides both; `refuse_audio`: a request with audio gets llama-server's refusal.
     """
 
-    def __init__(self, mode: str = "ok", delay_s: float = 0.0, caption: str = CAPTION) -> None:
-        self.mode, self.delay_s, self.caption = mode, delay_s, caption
+    def __init__(self, mode: str = "ok", delay_s: float = 0.0, caption: str = CAPTION,
+                 answer: tuple[int, bytes] | None = None, models: tuple[str, ...] = ("m", "midashenglm"),
+                 refuse_audio: bool = False) -> None:
+        self.mode, self.delay_s, self.caption, self.answer = mode, delay_s, caption, answer
+        self.models, self.refuse_audio = models, refuse_audio
         self.modes: list[str] = []
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path != "/v1/models":
+                    self._send(404, b'{"detail": "Not Found"}')
+                    return
+                self._send(200, json.dumps({"object": "list", "data": [
+                    {"id": name, "object": "model", "owned_by": "test"} for name in owner.models]}).encode())
+
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with owner.lock:
@@ -57,17 +77,20 @@ class FakeLLM:
                                            "at": time.monotonic()})
                     mode = owner.modes.pop(0) if owner.modes else owner.mode
                 time.sleep(owner.delay_s)
-                if mode == "500":
+                if owner.refuse_audio and b'"input_audio"' in body:
+                    self._send(500, json.dumps({"error": {"code": 500, "type": "server_error", "message":
+                               "audio input is not supported - hint: if this is unexpected, you may need to "
+                               "provide the mmproj"}}).encode())
+                elif owner.answer is not None:
+                    self._send(*owner.answer)
+                elif mode == "500":
                     self._send(500, b'{"error": "model crashed"}')
                 elif mode == "garbage":
                     self._send(200, b"<html>this is {not json")
                 elif mode == "empty":
-                    self._send(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": " "}}]}).encode())
+                    self._send(200, completion(" "))
                 else:
-                    reply = {"id": "cmpl-1", "object": "chat.completion", "model": "test",
-                             "choices": [{"index": 0, "finish_reason": "stop",
-                                          "message": {"role": "assistant", "content": f'"{owner.caption}"\n'}}]}
-                    self._send(200, json.dumps(reply).encode())
+                    self._send(200, completion(f'"{owner.caption}"\n'))
 
             def _send(self, status: int, data: bytes) -> None:
                 try:
@@ -238,7 +261,7 @@ def test_openai_request_with_audio(llm, tmp_path: Path) -> None:
     assert [m["role"] for m in body["messages"]] == ["user"]  # prompt "" = no system message
     text, sound = body["messages"][0]["content"]
     assert text == {"type": "text", "text": event_context(request)
-                    + "\nThe audio of the event (with a few seconds before it) is attached."}
+                    + "\nThe first 2.0 s of the event's audio (with 1.0 s before it) is attached."}
     assert sound["type"] == "input_audio" and set(sound["input_audio"]) == {"data", "format"}
     assert sound["input_audio"]["format"] == "wav"
     decoded, rate, info = decode_wav(sound["input_audio"]["data"])
@@ -252,11 +275,12 @@ def test_parse_completion_rejects_what_is_not_a_caption() -> None:
     assert parse_completion(json.dumps(ok).encode()) == "A door slammed."
     parts = {"choices": [{"message": {"content": [{"type": "text", "text": "A dog barked."}]}}]}
     assert parse_completion(json.dumps(parts).encode()) == "A dog barked."
-    for bad in (b"not json", b"{}", b'{"choices": []}', b'{"choices": [{"message": {"content": null}}]}',
-                b'{"choices": [{"message": {"content": "  "}}]}'):
+    for bad in (b"not json", b"{}", b'{"choices": []}', b'{"choices": [{"text": "A door."}]}'):
         with pytest.raises(CaptionError) as raised:
             parse_completion(bad)
-        assert not raised.value.retryable
+        assert raised.value.permanent
+    for empty in (completion(None), completion("  "), completion("<think>so the sound</think>\n")):
+        assert parse_completion(empty) == ""  # no caption in it, but the endpoint answered
 
 
 def test_template_caption_is_deterministic() -> None:
@@ -337,8 +361,15 @@ def test_openai_caption_arrives_as_update(sinks, llm) -> None:
     assert collector.context.health.sinks["captions"]["captioned"] == 1
 
 
-@pytest.mark.parametrize("mode, requests", [("500", 2), ("garbage", 1), ("empty", 1), ("down", 0), ("slow", 2)])
-def test_failures_fall_back_to_the_template(sinks, llm, mode: str, requests: int) -> None:
+FAILED = "caption failed, template caption used"
+REFUSED = "caption refused by the endpoint, template caption used"
+EMPTY = "caption reply held no caption (empty, only reasoning, or cut off), template caption used"
+
+
+@pytest.mark.parametrize("mode, requests, logged", [
+    ("500", 2, (FAILED, "warning")), ("garbage", 1, (REFUSED, "warning")), ("empty", 1, (EMPTY, "info")),
+    ("down", 0, (FAILED, "warning")), ("slow", 2, (FAILED, "warning"))])
+def test_failures_fall_back_to_the_template(sinks, llm, mode: str, requests: int, logged: tuple[str, str]) -> None:
     server = llm(mode="ok" if mode in ("slow", "down") else mode, delay_s=3.0 if mode == "slow" else 0.0)
     url = closed_port_url() if mode == "down" else server.url
     sink, collector = sinks(remote(url, openai={"base_url": url, "model": "m", "timeout_s": 0.3}))
@@ -351,8 +382,8 @@ def test_failures_fall_back_to_the_template(sinks, llm, mode: str, requests: int
     assert time.monotonic() - began < 1.5
     assert update.event.id == event.id and update.event.caption == template_caption(CaptionRequest.of(event))
     assert len(server.requests) == requests  # retried only when it may help
-    failed = [entry for entry in logs if entry["event"] == "caption failed, template caption used"]
-    assert len(failed) == 1 and failed[0]["id"] == event.id and failed[0]["log_level"] == "warning"
+    failed = [entry for entry in logs if entry["event"] in (FAILED, REFUSED, EMPTY)]
+    assert [(entry["event"], entry["log_level"], entry["id"]) for entry in failed] == [(*logged, event.id)]
 
 
 def test_handle_event_never_waits_for_a_slow_endpoint(sinks, llm) -> None:
@@ -440,7 +471,8 @@ def test_caption_when_complete_waits_for_the_clip(sinks, llm) -> None:
 
 
 def test_send_audio_to_a_remote_endpoint_warns_at_start() -> None:
-    for url, warned in (("http://192.168.1.20:8000/v1", True), ("http://localhost:8000/v1", False),
+    # `.invalid` never resolves (RFC 6761): the endpoint check at start sends nothing anywhere
+    for url, warned in (("http://caption-server.invalid:8000/v1", True), ("http://localhost:8000/v1", False),
                         ("http://[::1]:8000/v1", False)):
         collector = Collector(remote(url, send_audio=True))
         with capture_logs() as logs:
@@ -449,6 +481,219 @@ def test_send_audio_to_a_remote_endpoint_warns_at_start() -> None:
             sink.close()
         warnings = [e for e in logs if e["log_level"] == "warning" and "send_audio" in e["event"]]
         assert bool(warnings) == warned, url
+
+
+# --- against real servers (issue 18): each finding, then the endpoint check and the text fallback -------------
+
+
+def test_prompt_of_an_ended_event_says_it_ended(sinks, llm, tmp_path: Path) -> None:
+    """Finding 1: the recorder completes the clip before the end change reaches the caption sink."""
+    server = llm()
+    sink, collector = sinks(remote(server.url, send_audio=True))
+    dispatcher = Dispatcher([sink], Health())
+    recorder = recorder_for(tmp_path)
+    audio = np.concatenate([noise(2.0), tone(1.0), noise(1.0)])
+    event = make_event(start_s=2.0, details={})
+    feed(recorder, audio[: int(2.5 * SAMPLE_RATE)])
+    dispatcher.event(recorder.on_change(EventChange("start", event)))
+    feed(recorder, audio[int(2.5 * SAMPLE_RATE) :])
+    end = recorder.on_change(EventChange("end", event.evolve(end_s=3.0, ended_at=STARTED)))
+    time.sleep(0.3)  # the end change on its way to the sinks (the daemon's loop hands it over)
+    assert not server.requests
+    dispatcher.event(end)
+    [update] = collector.wait(1)
+    assert update.event.caption == CAPTION and update.event.end_s == 3.0
+    text = server.requests[0]["body"]["messages"][1]["content"][0]["text"]
+    assert "Duration: 1.0 s (it has ended)" in text and "still going on" not in text, text
+
+
+def test_a_capped_clip_is_captioned_while_its_event_goes_on(sinks, llm, tmp_path: Path) -> None:
+    server = llm()
+    sink, collector = sinks(remote(server.url, send_audio=True))
+    recorder = recorder_for(tmp_path, max_s=2.0)
+    audio = np.concatenate([noise(1.0), tone(3.0)])
+    feed(recorder, audio[: int(1.5 * SAMPLE_RATE)])
+    sink.handle_event(recorder.on_change(EventChange("start", make_event(start_s=1.0, details={}))))
+    feed(recorder, audio[int(1.5 * SAMPLE_RATE) :])  # the clip reaches 2 s; the event has not ended
+    collector.wait(1)
+    text = server.requests[0]["body"]["messages"][1]["content"][0]["text"]
+    assert "Duration: at least 1.0 s (still going on)" in text, text
+
+
+@pytest.mark.parametrize("status", [503, 404])
+def test_a_huge_error_body_keeps_its_status(llm, status: int) -> None:
+    """Finding 2: the status of an error with a body over 1 MB was lost; its body is read only up to a bound."""
+    reason = "The model `midashenglm` does not exist." if status == 404 else "Service Unavailable"
+    body = json.dumps({"error": {"message": reason, "padding": "x" * 2_000_000}}).encode()
+    server = llm(answer=(status, body))
+    captioner = OpenAICaptioner(openai_config(server.url))
+    began = time.monotonic()
+    with pytest.raises(CaptionError) as raised:
+        captioner.caption(CaptionRequest.of(make_event()), timeout_s=5)
+    assert str(raised.value).startswith(f"HTTP {status} from {server.url}/chat/completions")
+    assert raised.value.permanent == (status == 404)
+    assert len(str(raised.value)) < 400 and time.monotonic() - began < 2
+    assert MAX_ERROR_BODY_BYTES == 64 * 1024
+
+
+@pytest.mark.parametrize("status, reason", [
+    (404, "The model `m` does not exist."),  # vLLM, wrong model name
+    (400, "Server is pinned to '/models/tiny'; requested 'm'."),  # transformers serve, wrong model name
+    (500, "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj"),
+])
+def test_a_permanent_error_is_not_retried_and_says_why(sinks, llm, status: int, reason: str) -> None:
+    """Finding 3: refusals were retried, opened the circuit breaker, and gave their reason only in the debug log."""
+    server = llm(answer=(status, json.dumps({"error": {"message": reason, "type": "invalid_request_error"}}).encode()))
+    sink, collector = sinks(remote(server.url, retries=2, breaker={"failures": 2, "reset_s": 60}))
+    events = [make_event() for _ in range(3)]
+    with capture_logs() as logs:
+        for number, event in enumerate(events):
+            sink.handle_event(EventChange("start", event))
+            collector.wait(number + 1)
+    assert len(server.requests) == 3  # one each: no retry, no open circuit
+    assert sink.breaker.state == "closed"
+    assert [c.event.caption for c in collector.changes] == [template_caption(CaptionRequest.of(e)) for e in events]
+    refused = [(e["log_level"], e["reason"]) for e in logs if e["event"] == REFUSED]
+    expected = f"HTTP {status} from {server.url}/chat/completions: {reason}"
+    assert refused == [("warning", expected), ("info", expected), ("info", expected)]  # a warning once
+    figures = collector.context.health.sinks["captions"]
+    assert (figures["state"], figures["last_failure"]) == ("refused", expected)
+    status_text = format_status({"sources": {}, "sinks": collector.context.health.sinks})
+    assert f"state refused, last_failure {expected}" in status_text
+
+
+def test_caption_text_is_clean(sinks, llm) -> None:
+    """Finding 4: control characters and U+FFFD went into captions and on to MQTT."""
+    server = llm(caption="Glass\x07 broke\ufffd in the \x1b[31mhall\x1b[0m,\u200b then\tsilence.\x00")
+    sink, collector = sinks(remote(server.url))
+    sink.handle_event(EventChange("start", make_event()))
+    [update] = collector.wait(1)
+    assert update.event.caption == "Glass broke in the hall, then silence."
+
+
+@pytest.mark.parametrize("content, finish_reason, expected", [
+    ("<think>The user wants a caption. The sound is glass", "stop", None),  # reasoning never closed
+    ("<think>It is glass.</think>\n**Glass broke** in the hall.", "stop", "Glass broke in the hall."),
+    ("A door slammed in the hall. Then a dog barked and", "length", "A door slammed in the hall."),
+    ("A door slammed in the hall and then a dog", "length", None),
+    ("“A door slammed.” A dog barked. A car drove off. The end.", "stop", "A door slammed. A dog barked."),
+])
+def test_reasoning_and_cut_off_replies(sinks, llm, content: str, finish_reason: str, expected: str | None) -> None:
+    """Finding 5: an unclosed <think> block, or a reply cut off by the token limit, was taken as the caption."""
+    server = llm(answer=(200, completion(content, finish_reason)))
+    sink, collector = sinks(remote(server.url))
+    event = make_event()
+    sink.handle_event(EventChange("start", event))
+    [update] = collector.wait(1)
+    assert update.event.caption == (expected or template_caption(CaptionRequest.of(event)))
+
+
+def test_long_captions_are_cut_at_a_sentence() -> None:
+    words = "A loud crash came from the hall, like a shelf of plates falling onto a tiled floor, then silence"
+    reply = completion(f"{words}. {words}, again.")
+    assert parse_completion(reply, max_chars=120) == words + "."
+    assert parse_completion(completion(words), max_chars=40) == "A loud crash came from the hall, like…"
+    assert parse_completion(completion("One. Two. Three."), max_sentences=1) == "One."
+
+
+def test_an_empty_reply_is_not_an_endpoint_failure(sinks, llm) -> None:
+    """Finding 6: an empty reply counted as a failure of the endpoint and opened the circuit breaker."""
+    server = llm(mode="empty")
+    sink, collector = sinks(remote(server.url, breaker={"failures": 1, "reset_s": 60}))
+    events = [make_event() for _ in range(2)]
+    with capture_logs() as logs:
+        for number, event in enumerate(events):
+            sink.handle_event(EventChange("start", event))
+            collector.wait(number + 1)
+    assert len(server.requests) == 2 and sink.breaker.state == "closed"
+    assert [c.event.caption for c in collector.changes] == [template_caption(CaptionRequest.of(e)) for e in events]
+    assert not [e for e in logs if e["log_level"] == "warning"]
+    assert collector.context.health.sinks["captions"]["state"] == "ready"
+
+
+@pytest.mark.parametrize("event_dbfs, wording", [
+    (-40.0, "10 dB below the background before it"),
+    (-30.2, "about as loud as the background before it"),
+    (-20.0, "10 dB above the background before it"),
+])
+def test_level_wording_for_quiet_events(event_dbfs: float, wording: str) -> None:
+    """Finding 7: an event quieter than the background was said to be "-1 dB above the background"."""
+    event = make_event(end_s=4.0)
+    audio = np.concatenate([noise(1.0, dbfs=-30.0, seed=1), noise(1.0, dbfs=event_dbfs, seed=2)])
+    clip = EventClip(event.id, 2 * SAMPLE_RATE, 3 * SAMPLE_RATE, 30 * SAMPLE_RATE, None)
+    clip.append(audio)
+    clip.finish()
+    context = event_context(CaptionRequest.of(with_clip(event, clip)))
+    assert context.endswith(wording), context
+    assert "-" not in context.rsplit("RMS", 1)[1].split(",", 1)[1]
+
+
+def test_audio_is_capped_to_what_the_model_hears(llm) -> None:
+    """Qwen2-Audio hears the first 30 s only: no more is sent, whatever max_audio_s allows."""
+    assert parse_config({}).captions.max_audio_s == 30.0
+    server = llm()
+    event = make_event(end_s=43.0)
+    clip = EventClip(event.id, 2 * SAMPLE_RATE, 3 * SAMPLE_RATE, 60 * SAMPLE_RATE, None)
+    clip.append(np.concatenate([noise(1.0), tone(40.0, amplitude=0.1)]))
+    clip.finish()
+    request = CaptionRequest.of(with_clip(event, clip))
+    for model, seconds in (("Qwen/Qwen2-Audio-7B-Instruct", 30.0), ("gemma-3n-E4B-it", 30.0),
+                           ("mistralai/Voxtral-Mini-3B-2507", 41.0)):
+        captioner = OpenAICaptioner(openai_config(server.url, model=model), send_audio=True, max_audio_s=120)
+        captioner.caption(request, timeout_s=5)
+        text, sound = server.requests[-1]["body"]["messages"][1]["content"]
+        decoded, _rate, _info = decode_wav(sound["input_audio"]["data"])
+        assert len(decoded) == int(seconds * SAMPLE_RATE), model
+        said = "The first 30.0 s of the event's audio" if seconds < 41 else "The audio of the event"
+        assert text["text"].endswith(f"{said} (with 1.0 s before it) is attached."), text
+
+
+def test_a_server_that_refuses_audio_gets_text_prompts(sinks, llm, tmp_path: Path) -> None:
+    server = llm(refuse_audio=True)
+    sink, collector = sinks(remote(server.url, send_audio=True, when="start"))
+    events = [make_event(end_s=4.5) for _ in range(2)]
+    with capture_logs() as logs:
+        for number, event in enumerate(events):
+            clip, _audio = clip_of(event)
+            sink.handle_event(EventChange("start", with_clip(event, clip)))
+            collector.wait(number + 1)
+    assert [c.event.caption for c in collector.changes] == [CAPTION, CAPTION]
+    sent = [request["body"]["messages"][1]["content"] for request in server.requests]
+    assert [isinstance(content, list) for content in sent] == [True, False, False]  # audio once, then text
+    assert "Detected label: glass_break" in sent[1] and "Duration: 1.5 s (it has ended)" in sent[1]
+    assert sink.breaker.state == "closed"
+    switched = [e for e in logs if e["event"] == "caption endpoint refuses audio input: text prompts from now on"]
+    assert len(switched) == 1 and switched[0]["log_level"] == "warning"
+    assert "audio input is not supported" in switched[0]["reason"]
+
+
+@pytest.mark.parametrize("case", ["ready", "model not served", "unreachable"])
+def test_the_endpoint_is_checked_at_start(llm, case: str) -> None:
+    server = llm(models=("m",) if case == "ready" else ("qwen2-audio", "llama3"))
+    url = closed_port_url() if case == "unreachable" else server.url
+    collector = Collector(remote(url))
+    with capture_logs() as logs:
+        sink = CaptionSink(collector.context)
+        began = time.monotonic()
+        sink.start()
+        assert time.monotonic() - began < 0.1  # the check never holds up the start
+        deadline = time.monotonic() + 5
+        while collector.context.health.sinks["captions"]["state"] == "checking" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sink.close()
+    figures = collector.context.health.sinks["captions"]
+    assert figures["state"] == case
+    checks = [e for e in logs if e["event"].startswith("caption endpoint") or e["event"].startswith("caption model")]
+    assert len(checks) == 1, checks  # said once
+    if case == "ready":
+        assert checks[0]["log_level"] == "info" and figures["last_failure"] is None
+    elif case == "model not served":
+        assert checks[0]["event"] == "caption model not served, template captions until it is"
+        assert checks[0]["served"] == ["qwen2-audio", "llama3"] and checks[0]["log_level"] == "warning"
+        assert figures["last_failure"] == f"model 'm' is not served by {url} (it serves: qwen2-audio, llama3)"
+    else:
+        assert checks[0]["event"] == "caption endpoint not usable, template captions until it answers"
+        assert figures["last_failure"].startswith(f"cannot reach {url}/models: ConnectionRefusedError")
 
 
 # --- the dispatcher keeps captions --------------------------------------------------------------

@@ -14,13 +14,18 @@ When a caption is made (`captions.when`):
 
 Backends: `template` (deterministic, no model), `openai` (any OpenAI-compatible
 `chat/completions` endpoint, standard library HTTP only), `none` (no caption stage).
-The `openai` backend has a per-caption deadline, retries with exponential backoff, a rate
-limit per minute and a circuit breaker; whenever it cannot caption, the failure is logged
-and the template caption is sent instead.
+The `openai` backend checks the endpoint (`GET /models`) at start and on reload, and has a
+per-caption deadline, a rate limit per minute and a circuit breaker. Transient failures
+(5xx, timeouts, no connection) are retried with backoff and counted by the breaker;
+refusals (other 4xx, "not supported") are not retried and leave the breaker alone. A server
+that refuses audio input gets text prompts from then on. Whenever no caption can be had,
+the reason is logged and shown by `earwitness status`, and the template caption is sent.
+A reply is cleaned before it goes anywhere; one with no caption in it (empty, only
+reasoning, cut off before a full sentence) gets the template caption too.
 
 Modules, one job each: `prompt` (the event's facts as text, the template caption),
-`client` (the captioners and their HTTP), `guard` (rate limit, circuit breaker),
-`sink` (the queue, the workers and the updates).
+`text` (caption hygiene), `client` (the captioners and their HTTP), `guard` (rate limit,
+circuit breaker), `sink` (the queue, the workers, the endpoint check and the updates).
 """
 
 from earwitness.integrations.captions.client import (

@@ -79,7 +79,7 @@ def label_phrase(label: str) -> str:
 def duration_text(request: CaptionRequest) -> str | None:
     event, clip = request.event, request.clip
     if event.end_s is not None:
-        return f"{max(0.0, event.end_s - event.start_s):.1f} s"
+        return f"{max(0.0, event.end_s - event.start_s):.1f} s (it has ended)"
     if clip is not None:
         if clip.capped:
             return f"at least {clip.event_duration_s:.1f} s (still going on)"
@@ -95,8 +95,16 @@ def loudness_text(clip: EventClip | None) -> str | None:
         return None
     text = f"peak {levels['peak_dbfs']:.1f} dBFS, RMS {levels['rms_dbfs']:.1f} dBFS"
     if levels["background_dbfs"] is not None:
-        text += f", {levels['rms_dbfs'] - levels['background_dbfs']:.0f} dB above the background before it"
+        text += ", " + relative_level_text(levels["rms_dbfs"] - levels["background_dbfs"])
     return text
+
+
+def relative_level_text(difference_db: float) -> str:
+    """The event's level against the background before it, in words that are right for quiet events too."""
+    rounded = round(difference_db)
+    if rounded == 0:
+        return "about as loud as the background before it"
+    return f"{abs(rounded)} dB {'above' if rounded > 0 else 'below'} the background before it"
 
 
 def event_context(request: CaptionRequest) -> str:

@@ -15,7 +15,7 @@ from earwitness.config import CaptionsConfig
 from earwitness.daemon.clips import CLIP_KEY, EventClip
 from earwitness.daemon.events import Event, EventChange, SensorState
 from earwitness.integrations.captions.client import (
-    CaptionError, Captioner, TemplateCaptioner, build_captioner, is_loopback_url,
+    CaptionError, Captioner, OpenAICaptioner, TemplateCaptioner, build_captioner, is_loopback_url,
 )
 from earwitness.integrations.captions.guard import CircuitBreaker, RateLimiter
 from earwitness.integrations.captions.prompt import CaptionRequest, template_caption
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 RECENT_IDS = 4096
+CHECK_TIMEOUT_S = 10.0
+"""The endpoint check at start and on reload (`GET /models`) gives up after this long."""
 
 
 @dataclass
@@ -55,8 +57,14 @@ class CaptionSink:
         self._stop = threading.Event()
         self._closed = False
         self._workers: list[threading.Thread] = []
-        self.stats = {"backend": self._captioner.name, "when": self._when, "requested": 0, "captioned": 0,
-                      "template_fallbacks": 0, "queue_full": 0, "circuit": "closed"}
+        self._reasons_logged: set[str] = set()
+        self.stats = {"backend": self._captioner.name, "when": self._when,
+                      "state": "checking" if isinstance(self._captioner, OpenAICaptioner) else "ready",
+                      "last_failure": None, "requested": 0, "captioned": 0, "template_fallbacks": 0,
+                      "queue_full": 0, "circuit": "closed"}
+        """Shown by `earwitness status`. state: checking (the endpoint check runs), ready, unreachable (down,
+        timing out or failing with 5xx), model not served, refused (a permanent error: its reason is
+        `last_failure`)."""
 
     # Sink interface -------------------------------------------------------------
 
@@ -71,6 +79,9 @@ class CaptionSink:
         self._publish_stats()
         log.info("captions on", backend=self._captioner.name, when=self._when,
                  send_audio=self._remote and self._config.send_audio)
+        if isinstance(self._captioner, OpenAICaptioner):
+            threading.Thread(target=self._check_endpoint, args=(self._captioner,), name="caption-check",
+                             daemon=True).start()
 
     def handle_event(self, change: EventChange) -> None:
         """Note the change; queue a caption when one is due. Never blocks."""
@@ -88,7 +99,7 @@ class CaptionSink:
             elif change.type == "start":
                 clip = event.details.get(CLIP_KEY)
                 if isinstance(clip, EventClip):
-                    clip.on_complete(lambda _clip, event_id=event.id: self._clip_complete(event_id))
+                    clip.on_complete(lambda clip, event_id=event.id: self._clip_complete(event_id, clip))
 
     def handle_sensor(self, state: SensorState) -> None:
         pass
@@ -119,7 +130,12 @@ class CaptionSink:
         while len(self._latest) > RECENT_IDS:
             self._latest.popitem(last=False)
 
-    def _clip_complete(self, event_id: str) -> None:
+    def _clip_complete(self, event_id: str, clip: EventClip) -> None:
+        """A clip that reached its maximum length: caption the event, which goes on, now. A clip completed by
+        its event's end is captioned when that end arrives here (the recorder completes the clip before the
+        end reaches the sinks), so that the prompt says the event ended, and how long it lasted."""
+        if not clip.capped:
+            return
         with self._lock:
             if event_id not in self._requested and event_id in self._latest and not self._closed:
                 self._request(event_id)
@@ -170,22 +186,67 @@ class CaptionSink:
             try:
                 timeout = min(self._config.openai.timeout_s, deadline - began)
                 caption = self._captioner.caption(request, timeout)
-                self.breaker.success()
-                log.info("caption made", id=event_id, backend=self._captioner.name, attempts=attempt,
-                         seconds=round(time.monotonic() - began, 3))
-                return caption, False
             except CaptionError as error:
+                if error.permanent:
+                    self._refused(event_id, error)
+                    return template_caption(request), True
                 wait = self._config.backoff_s * 2 ** (attempt - 1)
-                last = (not error.retryable or attempt > self._config.retries
-                        or time.monotonic() + wait + 0.05 >= deadline or self._stop.is_set())
+                last = (attempt > self._config.retries or time.monotonic() + wait + 0.05 >= deadline
+                        or self._stop.is_set())
                 if last:
                     self.breaker.failure()
+                    self._set_state("unreachable", str(error))
                     log.warning("caption failed, template caption used", id=event_id, backend=self._captioner.name,
                                 attempts=attempt, error=str(error))
                     return template_caption(request), True
                 log.info("caption attempt failed, retrying", id=event_id, attempt=attempt, in_s=wait, error=str(error))
                 if self._stop.wait(wait):
                     return template_caption(request), True
+                continue
+            self.breaker.success()  # the endpoint answered, whatever it said
+            self._set_state("ready")
+            seconds = round(time.monotonic() - began, 3)
+            if not caption:
+                log.info("caption reply held no caption (empty, only reasoning, or cut off), template caption used",
+                         id=event_id, attempts=attempt, seconds=seconds)
+                return template_caption(request), True
+            log.info("caption made", id=event_id, backend=self._captioner.name, attempts=attempt, seconds=seconds)
+            return caption, False
+
+    def _refused(self, event_id: str, error: CaptionError) -> None:
+        """A permanent error: no retry, the breaker untouched; its reason logged as a warning once, then quietly."""
+        reason = str(error)
+        self._set_state("refused", reason)
+        first = reason not in self._reasons_logged
+        self._reasons_logged.add(reason)
+        (log.warning if first else log.info)("caption refused by the endpoint, template caption used",
+                                             id=event_id, backend=self._captioner.name, reason=reason)
+
+    def _check_endpoint(self, captioner: OpenAICaptioner) -> None:
+        """At start and on reload: say once, clearly, when the server is down or does not serve the model."""
+        model, endpoint = captioner.config.model, captioner.config.base_url
+        try:
+            served = captioner.served_models(CHECK_TIMEOUT_S)
+        except CaptionError as error:
+            self._set_state("refused" if error.permanent else "unreachable", str(error))
+            log.warning("caption endpoint not usable, template captions until it answers", endpoint=endpoint,
+                        model=model, reason=str(error))
+            return
+        if model in served:
+            self._set_state("ready")
+            log.info("caption endpoint ready", endpoint=endpoint, model=model)
+            return
+        reason = f"model {model!r} is not served by {endpoint} (it serves: {', '.join(served) or 'none listed'})"
+        self._set_state("model not served", reason)
+        log.warning("caption model not served, template captions until it is", endpoint=endpoint, model=model,
+                    served=served)
+
+    def _set_state(self, state: str, failure: str | None = None) -> None:
+        with self._lock:
+            self.stats["state"] = state
+            if failure is not None:
+                self.stats["last_failure"] = failure
+            self._publish_stats()
 
     def _publish(self, job: _Job, caption: str, fallback: bool) -> None:
         with self._lock:
