@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import os
-import socket
 import threading
 import time
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from earwitness.integrations.captions import (
 )
 from earwitness.integrations.captions.client import MAX_ERROR_BODY_BYTES
 from earwitness.integrations.sinks import Dispatcher, SinkContext
+from tests.tiny_llm import free_port
 
 CAPTION = "Glass shattered in the living room, followed by footsteps."
 
@@ -121,10 +121,7 @@ class FakeLLM:
 
 def closed_port_url() -> str:
     """A loopback URL where nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ Bursts start at 1 s or later: the energy detector learns its noise floor from th
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import threading
 import time
 from datetime import datetime
@@ -19,7 +21,7 @@ import soundfile
 
 from earwitness import SAMPLE_RATE
 from tests.audio import tone_bursts
-from tests.daemon_process import ENERGY, write_config
+from tests.daemon_process import ENERGY, earwitness_command, write_config
 from tests.test_captions import (  # noqa: F401 (fixture)
     CAPTION, FAILED, REFUSED, FakeLLM, closed_port_url, decode_wav, llm,
 )
@@ -192,3 +194,27 @@ def test_alert_delivery_does_not_depend_on_caption_latency(daemons, llm, tmp_pat
     assert caption_at - runs[3.0].seen[(first["id"], "start")] >= 2.9
     assert runs[3.0].seen[(runs[3.0].of_type("start")[1]["id"], "start")] < caption_at
     assert [line["caption"] for line in runs[3.0].of_type("update") if line["id"] == first["id"]] == [CAPTION]
+
+
+def test_endpoint_checked_on_reload_and_its_failure_shown_by_status(daemons, llm, tmp_path: Path) -> None:  # noqa: F811
+    server = llm(models=("qwen2-audio",))
+    audio_path = tmp_path / "bursts.wav"
+    soundfile.write(str(audio_path), tone_bursts(3.0, [1.0]), SAMPLE_RATE, subtype="FLOAT")
+    socket_path = tmp_path / "status.sock"
+    settings = {"detectors": ENERGY, "health": {"socket": str(socket_path)},
+                "sources": [{"name": "hall", "input": f"file:{audio_path}", "loop": True}],
+                "captions": {"backend": "openai", "openai": {"base_url": server.url, "model": "qwen2-audio"}}}
+    config = write_config(tmp_path / "config.yaml", settings)
+    daemon = daemons("--config", str(config))
+    daemon.wait_for_log("caption endpoint ready", model="qwen2-audio")
+
+    write_config(config, {**settings, "captions": {"backend": "openai", "openai": {"base_url": server.url,
+                                                                                   "model": "qwen2-audo"}}})
+    daemon.process.send_signal(signal.SIGHUP)
+    check = daemon.wait_for_log("caption model not served, template captions until it is", model="qwen2-audo")
+    assert check["level"] == "warning" and check["served"] == ["qwen2-audio"]
+    shown = subprocess.run(earwitness_command("status", "--socket", str(socket_path)), capture_output=True, text=True,
+                           timeout=10)
+    assert (f"state model not served, last_failure model 'qwen2-audo' is not served by {server.url} "
+            "(it serves: qwen2-audio)") in shown.stdout, shown.stdout + shown.stderr
+    assert daemon.stop() == 0

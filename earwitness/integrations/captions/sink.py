@@ -228,9 +228,13 @@ class CaptionSink:
         try:
             served = captioner.served_models(CHECK_TIMEOUT_S)
         except CaptionError as error:
+            if self._closed:
+                return
             self._set_state("refused" if error.permanent else "unreachable", str(error))
             log.warning("caption endpoint not usable, template captions until it answers", endpoint=endpoint,
                         model=model, reason=str(error))
+            return
+        if self._closed:
             return
         if model in served:
             self._set_state("ready")
@@ -243,6 +247,8 @@ class CaptionSink:
 
     def _set_state(self, state: str, failure: str | None = None) -> None:
         with self._lock:
+            if self._closed:
+                return  # replaced (reload): its successor's figures are the ones shown
             self.stats["state"] = state
             if failure is not None:
                 self.stats["last_failure"] = failure
