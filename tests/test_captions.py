@@ -49,7 +49,8 @@ class FakeLLM:
     """`POST /v1/chat/completions` and `GET /v1/models` on 127.0.0.1; records every POST.
 
     mode: ok | 500 | garbage | empty; `delay_s` before answering; `modes` (a list) overrides `mode` per request;
-    `answer` (status, body) overrides both; `refuse_audio`: a request with audio gets llama-server's refusal.
+    `answer` (status, body) overrides both; `refuse_audio`: a request with audio gets llama-server's refusal;
+    a model not in `models` gets vLLM's 404.
     """
 
     def __init__(self, mode: str = "ok", delay_s: float = 0.0, caption: str = CAPTION,
@@ -77,7 +78,11 @@ class FakeLLM:
                                            "at": time.monotonic()})
                     mode = owner.modes.pop(0) if owner.modes else owner.mode
                 time.sleep(owner.delay_s)
-                if owner.refuse_audio and b'"input_audio"' in body:
+                model = json.loads(body).get("model")
+                if model not in owner.models:
+                    self._send(404, json.dumps({"error": {"message": f"The model `{model}` does not exist.",
+                                                          "type": "NotFoundError", "code": 404}}).encode())
+                elif owner.refuse_audio and b'"input_audio"' in body:
                     self._send(500, json.dumps({"error": {"code": 500, "type": "server_error", "message":
                                "audio input is not supported - hint: if this is unexpected, you may need to "
                                "provide the mmproj"}}).encode())
@@ -417,6 +422,20 @@ def test_circuit_breaker_stops_calling_a_failing_endpoint(sinks, llm) -> None:
     assert sink.breaker.state == "closed" and len(server.requests) == 3
 
 
+def test_a_refusal_answers_the_trial_request_of_an_open_circuit(sinks, llm) -> None:
+    server = llm(mode="500")
+    sink, collector = sinks(remote(server.url, retries=0, breaker={"failures": 1, "reset_s": 0.2}))
+    sink.handle_event(EventChange("start", make_event()))
+    collector.wait(1)
+    assert sink.breaker.state == "open"
+    server.answer = (404, b'{"error": {"message": "The model `m` does not exist."}}')
+    time.sleep(0.25)
+    for number in (2, 3):
+        sink.handle_event(EventChange("start", make_event()))
+        collector.wait(number)
+    assert sink.breaker.state == "closed" and len(server.requests) == 3
+
+
 def test_rate_limit_per_minute(sinks, llm) -> None:
     server = llm()
     sink, collector = sinks(remote(server.url, rate_limit_per_minute=2))
@@ -628,14 +647,14 @@ def test_level_wording_for_quiet_events(event_dbfs: float, wording: str) -> None
 def test_audio_is_capped_to_what_the_model_hears(llm) -> None:
     """Qwen2-Audio hears the first 30 s only: no more is sent, whatever max_audio_s allows."""
     assert parse_config({}).captions.max_audio_s == 30.0
-    server = llm()
+    models = ("Qwen/Qwen2-Audio-7B-Instruct", "gemma-3n-E4B-it", "mistralai/Voxtral-Mini-3B-2507")
+    server = llm(models=models)
     event = make_event(end_s=43.0)
     clip = EventClip(event.id, 2 * SAMPLE_RATE, 3 * SAMPLE_RATE, 60 * SAMPLE_RATE, None)
     clip.append(np.concatenate([noise(1.0), tone(40.0, amplitude=0.1)]))
     clip.finish()
     request = CaptionRequest.of(with_clip(event, clip))
-    for model, seconds in (("Qwen/Qwen2-Audio-7B-Instruct", 30.0), ("gemma-3n-E4B-it", 30.0),
-                           ("mistralai/Voxtral-Mini-3B-2507", 41.0)):
+    for model, seconds in zip(models, (30.0, 30.0, 41.0)):
         captioner = OpenAICaptioner(openai_config(server.url, model=model), send_audio=True, max_audio_s=120)
         captioner.caption(request, timeout_s=5)
         text, sound = server.requests[-1]["body"]["messages"][1]["content"]

@@ -42,7 +42,7 @@ def test_the_daemon_captions_through_a_real_server(daemons, server: Transformers
     began = time.monotonic()
     wrong_model = "earwitness/no-such-model"
     runs = {
-        name: Watched(daemons, tmp_path / name, [1.0, 3.0], 5.0, {
+        name: Watched(daemons, tmp_path / name, [1.0, 3.0], 8.0, {  # the daemon ends with its file: time to caption
             "backend": "openai", "retries": 1, "backoff_s": 0.1,
             "openai": {"base_url": url, "model": model, "timeout_s": 10, "max_tokens": 32},
         })

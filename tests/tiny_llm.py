@@ -93,7 +93,7 @@ class TransformersServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def wait_ready(self, timeout_s: float = 180.0) -> list[str]:
+    def wait_ready(self, timeout_s: float = 300.0) -> list[str]:
         """The models it lists, once it answers."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

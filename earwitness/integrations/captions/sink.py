@@ -188,6 +188,8 @@ class CaptionSink:
                 caption = self._captioner.caption(request, timeout)
             except CaptionError as error:
                 if error.permanent:
+                    if self.breaker.state == "half-open":
+                        self.breaker.success()  # the trial request was answered: the endpoint is back
                     self._refused(event_id, error)
                     return template_caption(request), True
                 wait = self._config.backoff_s * 2 ** (attempt - 1)
