@@ -206,12 +206,13 @@ def test_endpoint_checked_on_reload_and_its_failure_shown_by_status(daemons, llm
                 "captions": {"backend": "openai", "openai": {"base_url": server.url, "model": "qwen2-audio"}}}
     config = write_config(tmp_path / "config.yaml", settings)
     daemon = daemons("--config", str(config))
-    daemon.wait_for_log("caption endpoint ready", model="qwen2-audio")
+    daemon.wait_for_log("caption endpoint ready", timeout=30, model="qwen2-audio")
 
     write_config(config, {**settings, "captions": {"backend": "openai", "openai": {"base_url": server.url,
                                                                                    "model": "qwen2-audo"}}})
     daemon.process.send_signal(signal.SIGHUP)
-    check = daemon.wait_for_log("caption model not served, template captions until it is", model="qwen2-audo")
+    check = daemon.wait_for_log("caption model not served, template captions until it is", timeout=30,
+                                model="qwen2-audo")
     assert check["level"] == "warning" and check["served"] == ["qwen2-audio"]
     shown = subprocess.run(earwitness_command("status", "--socket", str(socket_path)), capture_output=True, text=True,
                            timeout=10)
