@@ -18,7 +18,7 @@ pytest.importorskip("transformers", reason="transformers serve needs transformer
 
 from tests.test_captions import REFUSED, closed_port_url  # noqa: E402
 from tests.test_captions_daemon import JSONL_EXTRAS, SCHEMA, Watched  # noqa: E402
-from tests.tiny_llm import CLEAN_REPLY, TransformersServer, build_model  # noqa: E402
+from tests.tiny_llm import CLEAN_REPLY, REPLY, TransformersServer, build_model  # noqa: E402
 
 ALERT_LATENCY_S = 1.5
 
@@ -29,6 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     running = TransformersServer(build_model(workdir / "tiny-llama"), workdir / "serve.log")
     try:
         assert running.wait_ready() == [running.model]
+        assert running.warm_up() == REPLY
         yield running
     finally:
         running.stop()
@@ -42,7 +43,7 @@ def test_the_daemon_captions_through_a_real_server(daemons, server: Transformers
     began = time.monotonic()
     wrong_model = "earwitness/no-such-model"
     runs = {
-        name: Watched(daemons, tmp_path / name, [1.0, 3.0], 8.0, {  # the daemon ends with its file: time to caption
+        name: Watched(daemons, tmp_path / name, [1.0, 3.0], 10.0, {  # the daemon ends with its file: time to caption
             "backend": "openai", "retries": 1, "backoff_s": 0.1,
             "openai": {"base_url": url, "model": model, "timeout_s": 10, "max_tokens": 32},
         })

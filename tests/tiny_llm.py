@@ -107,6 +107,14 @@ class TransformersServer:
                 time.sleep(0.2)
         raise RuntimeError("transformers serve did not answer in time:\n" + self.log_path.read_text()[-3000:])
 
+    def warm_up(self, timeout_s: float = 120.0) -> str:
+        """One chat completion, so that the first caption does not pay for the server's first generation."""
+        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": "warm up"}],
+                           "max_tokens": 16}).encode()
+        request = urllib.request.Request(self.url + "/chat/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+            return json.load(answer)["choices"][0]["message"]["content"]
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
