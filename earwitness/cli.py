@@ -49,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="work with configuration files")
     config_commands = config.add_subparsers(title="config commands", metavar="COMMAND")
-    check = config_commands.add_parser("check", help="validate a config file; print the errors and exit non-zero if it is bad")
-    check.add_argument("path", type=Path, metavar="PATH")
+    check = config_commands.add_parser("check", help="validate config files; print the errors and exit non-zero if one is bad",
+                                       description="Validate each file and load what it names (models, TLS, password "
+                                                   "and key files), as a reload of the running daemon does.")
+    check.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     check.set_defaults(handler=_config_check)
 
     status = commands.add_parser("status", help="show the running daemon's health: sources, hubs, throughput",
@@ -190,15 +192,18 @@ def _detect(args: argparse.Namespace) -> int:
 def _config_check(args: argparse.Namespace) -> int:
     from earwitness.daemon.resources import check_resources
 
-    try:
-        config = load_config(args.path)
-        check_resources(config, str(args.path))
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 1
-    names = ", ".join(f"{s.name} ({s.input}, {'on' if s.enabled and config.sensors_enabled else 'off'})" for s in config.sources)
-    print(f"{args.path}: OK; sources: {names}")
-    return 0
+    status = 0
+    for path in args.paths:
+        try:
+            config = load_config(path)
+            check_resources(config, str(path))
+        except ConfigError as error:
+            print(error, file=sys.stderr)
+            status = 1
+            continue
+        names = ", ".join(f"{s.name} ({s.input}, {'on' if s.enabled and config.sensors_enabled else 'off'})" for s in config.sources)
+        print(f"{path}: OK; sources: {names}")
+    return status
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -87,3 +87,41 @@ def test_label_overrides_fall_back_to_defaults() -> None:
     loud = config.events.for_label("loud")
     assert loud.threshold == 0.9 and loud.cooldown_s == 5
     assert config.events.for_label("other").threshold is None
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "no settings (empty or only comments)"),
+    (b"# nothing but a comment\n", "no settings"),
+    (b"- a\n- b\n", "top level must be a mapping"),
+    ("location: Küche\n".encode("latin-1"), "line 1, column 12: not UTF-8 (byte 0xfc)"),
+    (b"windows:\n  hop_s: [1\n", "line 3, column 1: not valid YAML"),
+    (b"windows:\n  hop_s: 0.1\n  hop_s: 0.2\n", "line 3: duplicate key windows.hop_s (first at line 2)"),
+    (b"windows: " + b"[" * 400 + b"]" * 400, "nesting too deep"),
+    (b"windows: " + b"{a: " * 40 + b"1" + b"}" * 40, "nesting too deep"),
+    (b"a: &a [1,1,1,1,1,1,1,1,1,1]\n" + b"".join(b"%c: &%c [" % (98 + i, 98 + i) + b",".join([b"*%c" % (97 + i)] * 10) + b"]\n"
+                                                 for i in range(6)), "too many values"),
+    (b"device_id: " + b"x" * 300_000 + b"\n", "file too large"),
+    (b"device_id: " + b"9" * 5000 + b"\n", "a value cannot be read"),
+    (b"state_dir: \"/var/\\0lib\"\n", "state_dir: contains a NUL character"),
+    (b"device_id: !!timestamp soon\n", "a value cannot be read"),
+    (b"device_id: \x1d\n", "character #x001d is not allowed"),
+    (b"windows: {hop_s: [1, 2]}\n", "windows.hop_s"),
+])
+def test_any_bytes_give_a_one_line_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value)
+    assert str(error.value).startswith(f"{path}: ") and len(str(error.value).splitlines()) == 1
+    assert len(str(error.value)) < 400
+
+
+def test_an_empty_config_at_start_is_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("")
+    result = subprocess.run(earwitness_command("run", "--config", str(config)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "no settings" in result.stderr and "Traceback" not in result.stderr
+    config.write_text("{}\n")
+    assert config_check(config).returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -56,3 +57,49 @@ def test_missing_classifier_model_at_start_is_a_clear_error(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "detectors[0].model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_latin1_save_is_rejected_and_the_watcher_and_sighup_survive_it(tmp_path: Path, daemons) -> None:
+    settings = looping_room(tmp_path)
+    config = write_config(tmp_path / "config.yaml", settings)
+    daemon = daemons("--config", str(config))
+    daemon.wait_for_log("window", source="room")
+
+    config.write_bytes(config.read_bytes() + "# Küche\n".encode("latin-1"))
+    assert "not UTF-8" in daemon.wait_for_log(REJECTED, reason="config file changed")["error"]
+    daemon.process.send_signal(signal.SIGHUP)
+    assert "not UTF-8" in daemon.wait_for_log(REJECTED, reason="SIGHUP")["error"]
+    assert daemon.process.poll() is None
+
+    write_config(config, {**settings, "sensors_enabled": False})
+    daemon.wait_for(lambda: sensor_lines(daemon) == [True, False], timeout=5, what="the privacy switch applied")
+    assert daemon.stop() == 0
+
+
+def test_an_empty_file_is_rejected_on_reload_and_opens_no_default_microphone(tmp_path: Path, daemons) -> None:
+    settings = looping_room(tmp_path)
+    config = write_config(tmp_path / "config.yaml", settings)
+    daemon = daemons("--config", str(config))
+    daemon.wait_for_log("window", source="room")
+
+    config.write_text("")
+    assert "no settings" in daemon.wait_for_log(REJECTED)["error"]
+    config.write_text("- a list\n- not a mapping\n")
+    daemon.process.send_signal(signal.SIGHUP)
+    assert "must be a mapping" in daemon.wait_for_log(REJECTED, reason="SIGHUP")["error"]
+    daemon.wait_for(lambda: windows_after(daemon, time.time() - 0.5, "room"), timeout=5, what="windows still flowing")
+    assert {l["source"] for l in daemon.lines() if l.get("type") == "sensor"} == {"room"}, "no default source was opened"
+    assert daemon.stop() == 0
+
+
+def test_duplicate_keys_are_rejected_with_their_path(tmp_path: Path, daemons) -> None:
+    settings = looping_room(tmp_path)
+    config = write_config(tmp_path / "config.yaml", settings)
+    daemon = daemons("--config", str(config))
+    daemon.wait_for_log("window", source="room")
+
+    config.write_text(config.read_text() + "sensors_enabled: true\nsensors_enabled: false\n")
+    assert "duplicate key sensors_enabled" in daemon.wait_for_log(REJECTED)["error"]
+    time.sleep(0.5)
+    assert sensor_lines(daemon) == [True]
+    assert daemon.stop() == 0

@@ -298,6 +298,8 @@ class Daemon:
             await self._observe(observer.reloading, reason)
         try:
             await self._apply_reload(reason)
+        except Exception:  # a reload must never end the daemon, nor the watcher or signal handling that asked for it
+            log.exception("config reload failed, the running config stays", reason=reason)
         finally:
             for observer in self._observers:
                 await self._observe(observer.reloaded, reason)
