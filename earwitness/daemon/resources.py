@@ -7,22 +7,34 @@ same loading, so it rejects what a reload would reject. Each problem names its k
 
 from __future__ import annotations
 
+import errno
 import ssl
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 from earwitness.config import ClassifierDetectorConfig, Config, ConfigError, DetectorConfig
 from earwitness.detectors import DetectorContext, build_detector
 
 
-def load_detectors(detectors: list[DetectorConfig] | tuple[DetectorConfig, ...], origin: str) -> list[str]:
-    """Build each detector once (without state on disk) to prove its model loads; returns the labels they report."""
+def load_detectors(detectors: Sequence[DetectorConfig], origin: str, build: bool = True) -> list[str]:
+    """Build each detector once (without state on disk) to prove its model loads; returns the labels they report.
+
+    `build=False` only reads each model's metadata and checks that its weights are there: at start the
+    runners load the models right after, and loading them twice would delay the daemon by seconds.
+    """
     labels: list[str] = []
     context = DetectorContext(state_dir=None)
     for index, config in enumerate(detectors):
         key = f"{origin}: detectors[{index}]"
         if isinstance(config, ClassifierDetectorConfig):
-            _check_classifier(config, key)
+            scored = _check_classifier(config, key)
+            if not build:
+                labels.extend(scored)
+                continue
+        elif not build:
+            labels.append(config.label)
+            continue
         try:
             detector = build_detector(config, context)
         except Exception as error:
@@ -53,24 +65,31 @@ def check_files(config: Config, origin: str) -> None:
         _readable(config.captions.openai.api_key_file, f"{origin}: captions.openai.api_key_file")
 
 
-def check_resources(config: Config, origin: str) -> list[str]:
+def check_resources(config: Config, origin: str, build: bool = True) -> list[str]:
     """Everything a reload loads before it swaps; returns the detectors' labels. Raises ConfigError."""
-    labels = load_detectors(config.detectors, origin)
+    labels = load_detectors(config.detectors, origin, build)
     check_files(config, origin)
     return labels
 
 
-def _check_classifier(config: ClassifierDetectorConfig, key: str) -> None:
-    from earwitness.detectors.classifier import load_metadata
+def _check_classifier(config: ClassifierDetectorConfig, key: str) -> tuple[str, ...]:
+    """The model's metadata and weights are there and know the configured labels; returns the labels it scores."""
+    from earwitness.detectors.classifier import load_metadata, scored_labels
 
     try:
         path, meta = load_metadata(config.model)
         known = set(meta["labels"])
+        weights = [path.with_suffix(".onnx"), path.with_suffix(".pt")]
+        if config.backend != "auto":
+            weights = [path.with_suffix(".onnx" if config.backend == "onnx" else ".pt")]
+        if not any(weight.is_file() for weight in weights):
+            raise FileNotFoundError(errno.ENOENT, "no model weights", " or ".join(map(str, weights)))
     except Exception as error:
         raise ConfigError(f"{key}.model: cannot load: {_reason(error)}") from None
     unknown = sorted(set(config.labels or []) - known)
     if unknown:
         raise ConfigError(f"{key}.labels: model {path.name} has no label(s) {', '.join(unknown)}")
+    return scored_labels(meta, config.labels)
 
 
 def _readable(path: Path, key: str) -> None:

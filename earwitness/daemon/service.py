@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,6 +34,31 @@ RETRY_MAX_S = 30.0
 PIPELINE_KEYS = ("device_id", "windows", "detectors", "events", "clips")
 """Config sections that every pipeline is built from; a change rebuilds them all."""
 SOURCE_KEYS = ("sources", "sensors_enabled", "log_level")
+RUNNER_TASK_PREFIX = "source-"
+
+
+@dataclass(frozen=True)
+class Reload:
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetSensor:
+    source: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class RunnerEnded:
+    """A source's runner has finished: the daemon may be done."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """SIGTERM/SIGINT: it also sets the daemon's flag at once, so nothing queued before it is applied."""
+
+
+Command = Reload | SetSensor | RunnerEnded | Stop
 
 
 class SourceRunner:
@@ -50,7 +76,7 @@ class SourceRunner:
 
     def start(self, on_done: Callable[[], None]) -> None:
         self.stats.state = "starting"
-        self.task = asyncio.create_task(self._run(), name=f"source-{self.source.name}")
+        self.task = asyncio.create_task(self._run(), name=f"{RUNNER_TASK_PREFIX}{self.source.name}")
         self.task.add_done_callback(lambda _task: on_done())
 
     async def stop(self) -> None:
@@ -123,17 +149,17 @@ class Daemon:
         self._realtime = realtime
         self._source_override = list(source_override) if source_override else None
         self._config = self._with_override(config)
-        self._labels = check_resources(self._config, str(config_path or "<config>"))
-        """The labels the detectors report; loading them proves the config's models load (ConfigError if not)."""
+        self._labels = check_resources(self._config, str(config_path or "<config>"), build=False)
+        """The labels the detectors report; ConfigError if a model, TLS or password file is missing."""
         self._runners: dict[str, SourceRunner] = {}
         self._remote_sensor: dict[str, bool] = {}
         self._sensor_states: dict[str, bool] = {}
         """What the sinks were last told of each source's sensor."""
         self._dispatcher: Dispatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop = asyncio.Event()
-        self._changed = asyncio.Event()
-        self._reload_requested = False
+        self._control: asyncio.Queue[Command] = asyncio.Queue()
+        """The one ordered control path: file edits, SIGHUP, remote sensor commands, runner ends and stops."""
+        self._stopping = False
         self._config_stamp = self._stat_config()
 
     @property
@@ -143,6 +169,11 @@ class Daemon:
     @property
     def config_path(self) -> Path | None:
         return self._config_path
+
+    @staticmethod
+    def live_runners() -> int:
+        """Source runner tasks alive, those the daemon no longer tracks included (there must never be any)."""
+        return sum(1 for task in asyncio.all_tasks() if task.get_name().startswith(RUNNER_TASK_PREFIX) and not task.done())
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT, or until every source has ended; returns the exit code."""
@@ -157,12 +188,8 @@ class Daemon:
             await self._observe(observer.start, self)
         watcher = asyncio.create_task(self._watch_config(), name="config-watch")
         try:
-            while not self._stop.is_set() and not self._all_finished():
-                await self._changed.wait()
-                self._changed.clear()
-                if self._reload_requested:
-                    self._reload_requested = False
-                    await self._reload("SIGHUP")
+            while not self._stopping and not self._all_finished():
+                await self._apply(await self._next_commands())
         finally:
             for observer in self._observers:
                 await self._observe(observer.stop)
@@ -172,30 +199,52 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 self._loop.remove_signal_handler(signum)
         failed = [name for name, stats in self.health.sources.items() if stats.state == "failed"]
-        log.info("daemon stopped", failed_sources=failed, requested=self._stop.is_set())
+        log.info("daemon stopped", failed_sources=failed, requested=self._stopping)
         # A stop that was asked for is a clean exit; a run that ended by itself failed if a source did.
-        return 1 if failed and not self._stop.is_set() else 0
+        return 1 if failed and not self._stopping else 0
 
     def request_stop(self) -> None:
         log.info("stopping")
-        self._stop.set()
-        self._changed.set()
+        self._stopping = True  # ahead of anything still queued
+        self._control.put_nowait(Stop())
 
-    def request_reload(self) -> None:
-        self._reload_requested = True
-        self._changed.set()
+    def request_reload(self, reason: str = "SIGHUP") -> None:
+        self._control.put_nowait(Reload(reason))
 
     def set_sensor(self, source: str, enabled: bool) -> None:
         """Switch one source's sensor at run time (remote control); safe from any thread."""
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._set_sensor_now, source, enabled)
+        self._loop.call_soon_threadsafe(self._control.put_nowait, SetSensor(source, enabled))
 
-    def _set_sensor_now(self, source: str, enabled: bool) -> None:
-        if source not in {s.name for s in self._config.sources}:
-            log.warning("sensor command for an unknown source ignored", source=source)
-            return
-        self._remote_sensor[source] = enabled
-        asyncio.ensure_future(self._sync_sources(previous=self._config, reason="remote command"))
+    # --- the control path -----------------------------------------------------------
+
+    async def _next_commands(self) -> list[Command]:
+        """The next command and every one queued behind it, in order: a burst is applied as one change."""
+        commands = [await self._control.get()]
+        while not self._control.empty():
+            commands.append(self._control.get_nowait())
+        return commands
+
+    async def _apply(self, commands: list[Command]) -> None:
+        """Apply commands in their order, one batch at a time, so the last one wins and no two
+        changes ever interleave (which once left orphan runners that no OFF could stop)."""
+        sensors_changed = False
+        for command in commands:
+            if self._stopping:
+                return
+            if isinstance(command, Reload):
+                if sensors_changed:  # a sensor command before the reload is applied before it
+                    await self._sync_sources(previous=self._config, reason="remote command")
+                    sensors_changed = False
+                await self._reload(command.reason)
+            elif isinstance(command, SetSensor):
+                if command.source not in {s.name for s in self._config.sources}:
+                    log.warning("sensor command for an unknown source ignored", source=command.source)
+                    continue
+                self._remote_sensor[command.source] = command.enabled
+                sensors_changed = True
+        if sensors_changed:
+            await self._sync_sources(previous=self._config, reason="remote command")
 
     def emit(self, change: EventChange) -> None:
         if self._dispatcher is not None:
@@ -227,7 +276,7 @@ class Daemon:
             if enabled and name not in self._runners:
                 runner = SourceRunner(config, source, self.emit, stats, self._realtime, self._window_done)
                 self._runners[name] = runner
-                runner.start(self._changed.set)
+                runner.start(lambda: self._control.put_nowait(RunnerEnded()))
             if not enabled:
                 stats.state, stats.error = "disabled", None
             if self._sensor_states.get(name) != enabled:
@@ -291,7 +340,7 @@ class Daemon:
                 changed_to = stamp
             else:
                 self._config_stamp, changed_to = stamp, None
-                await self._reload("config file changed")
+                self.request_reload("config file changed")
 
     async def _reload(self, reason: str) -> None:
         for observer in self._observers:

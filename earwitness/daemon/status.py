@@ -130,6 +130,7 @@ class StatusServer(DaemonObserver):
             "started_at": datetime.fromtimestamp(self._started_at, timezone.utc).isoformat(timespec="seconds"),
             "uptime_s": round(time.time() - self._started_at, 1),
             "config": str(self._daemon.config_path) if self._daemon.config_path else None,
+            "runners": self._daemon.live_runners(),
             **self._daemon.health.snapshot(),
         }
 
