@@ -79,11 +79,9 @@ def _check_classifier(config: ClassifierDetectorConfig, key: str) -> tuple[str, 
     try:
         path, meta = load_metadata(config.model)
         known = set(meta["labels"])
-        weights = [path.with_suffix(".onnx"), path.with_suffix(".pt")]
-        if config.backend != "auto":
-            weights = [path.with_suffix(".onnx" if config.backend == "onnx" else ".pt")]
-        if not any(weight.is_file() for weight in weights):
-            raise FileNotFoundError(errno.ENOENT, "no model weights", " or ".join(map(str, weights)))
+        weights = path.with_suffix(".onnx")
+        if not weights.is_file():
+            raise FileNotFoundError(errno.ENOENT, "no model weights", str(weights))
     except Exception as error:
         raise ConfigError(f"{key}.model: cannot load: {_reason(error)}") from None
     unknown = sorted(set(config.labels or []) - known)
