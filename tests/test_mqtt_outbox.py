@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,7 @@ def test_outbox_keeps_order_across_reopen_and_deletes_on_ack(tmp_path: Path) -> 
 
 
 def test_outbox_limits_drop_oldest_and_log_counts(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "o.sqlite3", "vehicle", max_messages=3, max_age_s=1)
+    outbox = Outbox(tmp_path / "o.sqlite3", "vehicle", max_messages=3, max_age_s=0.5)
     with capture_logs() as logs:
         for i in range(5):
             outbox.add("t", str(i).encode())
@@ -36,11 +38,32 @@ def test_outbox_limits_drop_oldest_and_log_counts(tmp_path: Path) -> None:
     drops = [l for l in logs if l["event"] == "mqtt outbox dropped messages"]
     assert [(l["count"], l["reason"], l["hub"]) for l in drops] == [(1, "size limit", "vehicle")] * 2
     assert outbox.dropped == 2
-    outbox._db.execute("UPDATE outbox SET created_at = created_at - 5 WHERE seq = (SELECT MIN(seq) FROM outbox)")  # type: ignore[union-attr]
+    time.sleep(0.6)
     with capture_logs() as logs:
-        assert [m.payload for m in outbox.after(0, 10)] == [b"3", b"4"]
-    assert [(l["count"], l["reason"]) for l in logs] == [(1, "age limit")]
-    assert outbox.dropped == 3
+        outbox.add("t", b"5")
+        assert [m.payload for m in outbox.after(0, 10)] == [b"5"]
+    assert [(l["count"], l["reason"]) for l in logs] == [(3, "age limit")]
+    assert outbox.dropped == 5
+
+
+def test_outbox_ages_follow_the_monotonic_clock_not_the_wall_clock(tmp_path: Path) -> None:
+    """A device without a battery-backed clock boots in 1970 and jumps to today when NTP answers."""
+    path = tmp_path / "o.sqlite3"
+    outbox = Outbox(path, "car", max_messages=10, max_age_s=3600)
+    outbox.add("t", b"before the clock was set")
+    outbox.add("t", b"an hour and a half ago")
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE outbox SET created_at = 86400 WHERE payload = ?", (b"before the clock was set",))
+        db.execute("UPDATE outbox SET created_at = ? WHERE payload = ?", (time.time() - 5400, b"an hour and a half ago"))
+    db.close()
+    assert [m.payload for m in outbox.after(0, 10)] == [b"before the clock was set", b"an hour and a half ago"], \
+        "while running, only the monotonic age counts"
+    outbox.close()
+    reopened = Outbox(path, "car", max_messages=10, max_age_s=3600)
+    pending = reopened.after(0, 10)
+    assert [m.payload for m in pending] == [b"before the clock was set"], "a plausible wall-clock age counts after a restart"
+    assert pending[0].age_s < 60
 
 
 def test_hub_config_keys_and_errors() -> None:

@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from earwitness import __version__
 from earwitness.daemon.status import client_socket_paths, exit_code, format_status, server_socket_path
 from tests.audio import write_bursts
 from tests.daemon_process import ENERGY, earwitness_command, write_config
@@ -64,13 +65,13 @@ def test_status_reports_a_running_daemon(tmp_path: Path, daemons) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         metrics = response.read().decode()
-    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
-    assert float(samples['earwitness_windows_total{source="cabin"}']) >= 4
-    assert samples['earwitness_source_state{source="cabin",location="cabin",state="listening"}'] == "1"
-    assert samples['earwitness_source_state{source="door",location="home",state="failed"}'] == "1"
-    assert samples['earwitness_dropped_frames_total{source="cabin"}'] == "0"
+    samples = parse_metrics(metrics)
+    assert samples["earwitness_windows_total", ("source", "cabin")] >= 4
+    assert samples["earwitness_source_state", ("location", "cabin"), ("source", "cabin"), ("state", "listening")] == 1
+    assert samples["earwitness_source_state", ("location", "home"), ("source", "door"), ("state", "failed")] == 1
+    assert samples["earwitness_dropped_frames_total", ("source", "cabin")] == 0
     assert "# TYPE earwitness_windows_total counter" in metrics
-    assert any(key.startswith("earwitness_last_event_timestamp_seconds{") for key in samples)
+    assert any(key[0] == "earwitness_last_event_timestamp_seconds" for key in samples)
 
     assert daemon.stop() == 0  # a requested stop is a clean exit, even with a failed source
     assert not (tmp_path / "status.sock").exists()
@@ -122,9 +123,34 @@ def test_metrics_carry_hub_figures() -> None:
     health.sinks["mqtt:vehicle"] = {"connected": False, "outbox": 17}
     health.sinks["captions"] = {"backend": "template"}
     text = render_metrics(health, "van")
-    assert 'earwitness_hub_connected{hub="mqtt:vehicle"} 0' in text
-    assert 'earwitness_hub_outbox_messages{hub="mqtt:vehicle"} 17' in text
-    assert 'earwitness_hub_connected{hub="mqtt:home"} 1' in text
-    assert 'earwitness_inference_seconds{source="cabin"} 0.002' in text
-    assert 'earwitness_info{version="' in text and 'device="van"' in text
+    samples = parse_metrics(text)
+    assert samples["earwitness_hub_connected", ("hub", "mqtt:vehicle")] == 0
+    assert samples["earwitness_hub_outbox_messages", ("hub", "mqtt:vehicle")] == 17
+    assert samples["earwitness_hub_connected", ("hub", "mqtt:home")] == 1
+    assert samples["earwitness_inference_seconds", ("source", "cabin")] == 0.002
+    assert samples["earwitness_info", ("device", "van"), ("version", __version__)] == 1
     assert "captions" not in text
+
+
+def test_metrics_print_exact_values() -> None:
+    from earwitness.daemon.health import Health
+    from earwitness.integrations.prometheus import render_metrics
+
+    health = Health()
+    cabin = health.source("cabin", "car")
+    cabin.windows, cabin.dropped_frames = 1234567, 98765432101
+    health.sinks["mqtt:home"] = {"connected": True, "outbox": 123456789, "outbox_in_memory": 3, "outbox_write_failures": 7654321}
+    samples = parse_metrics(render_metrics(health, "van"))
+    assert samples["earwitness_windows_total", ("source", "cabin")] == 1234567
+    assert samples["earwitness_dropped_frames_total", ("source", "cabin")] == 98765432101
+    assert samples["earwitness_hub_outbox_messages", ("hub", "mqtt:home")] == 123456789
+    assert samples["earwitness_hub_outbox_write_failures_total", ("hub", "mqtt:home")] == 7654321
+    assert samples["earwitness_hub_outbox_in_memory_messages", ("hub", "mqtt:home")] == 3
+
+
+def parse_metrics(text: str) -> dict[tuple, float]:
+    """(name, sorted label pairs...) -> value, read with Prometheus' own text parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, *sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}

@@ -30,3 +30,9 @@ def test_unit_verifies_and_exposure_is_at_most_2_5(request: pytest.FixtureReques
                 reporter.write_line(f"check-systemd: {line}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(": OK") == 4
+
+
+def test_unit_starts_after_the_clock_is_set() -> None:
+    unit = (REPO / "systemd" / "earwitness.service").read_text()
+    after = [line.split("=", 1)[1].split() for line in unit.splitlines() if line.startswith("After=")]
+    assert any("time-sync.target" in targets for targets in after)

@@ -87,8 +87,14 @@ def read_audio_blocks(path: str | Path, block_s: float = BLOCK_S) -> Iterator[np
     with audio_file:
         resample = _Resampler(audio_file.samplerate)
         blocksize = max(1, int(audio_file.samplerate * block_s))
-        for block in audio_file.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
-            yield resample(block.mean(axis=1))
+        frames = 0
+        try:
+            for block in audio_file.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
+                frames += len(block)
+                yield resample(block.mean(axis=1))
+        except (soundfile.LibsndfileError, OSError, RuntimeError) as error:  # truncated or damaged past this point
+            raise SourceUnavailable(f"cannot read audio file {path} past {frames / audio_file.samplerate:.1f} s: "
+                                    f"{str(error).removeprefix('Error : ')}") from None
         tail = resample(np.zeros(0, dtype=np.float32), last=True)
         if len(tail):
             yield tail

@@ -307,7 +307,7 @@ class MqttHubSink:
             properties = None
             if hub.protocol == "5":
                 properties = Properties(PacketTypes.PUBLISH)
-                remaining = hub.outbox.max_age_s - (time.time() - message.created_at)
+                remaining = hub.outbox.max_age_s - message.age_s
                 properties.MessageExpiryInterval = max(1, int(remaining))
             info = client.publish(message.topic, message.payload, qos=hub.qos, retain=False, properties=properties)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -469,6 +469,8 @@ class MqttHubSink:
             "inflight": len(self._inflight),
             "published": self._published,
             "dropped": outbox.dropped if outbox is not None else 0,
+            "outbox_in_memory": outbox.in_memory if outbox is not None else 0,
+            "outbox_write_failures": outbox.write_failures if outbox is not None else 0,
             "error": self._error,
         }
 

@@ -1,4 +1,5 @@
-"""An optional Prometheus endpoint: the status figures as counters and gauges (text format 0.0.4).
+"""An optional Prometheus endpoint: the status figures as counters and gauges (text format 0.0.4, written
+by prometheus_client, so that values are exact: 1234567 windows is `1.234567e+06`, never a rounded `1.23457e+06`).
 
 Off by default; when enabled it listens on 127.0.0.1:9720 unless configured otherwise.
 It runs on the daemon's event loop, so it reads the figures between two windows,
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -27,43 +28,47 @@ STATES = ("starting", "listening", "disabled", "failed", "ended")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _label(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(**labels: Any) -> str:
-    return "{" + ",".join(f'{key}="{_label(value)}"' for key, value in labels.items()) + "}"
-
-
 def render_metrics(health: Health, device_id: str) -> str:
-    """The figures in the Prometheus text exposition format."""
-    out: list[str] = []
+    """The figures in the Prometheus text exposition format, values exact (prometheus_client's exposition)."""
+    from prometheus_client import generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.registry import CollectorRegistry
 
-    def family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-        out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+    families: list[GaugeMetricFamily | CounterMetricFamily] = []
 
-    family("earwitness_info", "gauge", "Version and device of the running daemon.",
-           [(_labels(version=__version__, device=device_id), 1)])
+    def family(name: str, kind: str, help_text: str, label_names: list[str], samples: list[tuple[list[str], float]]) -> None:
+        metric = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, help_text, labels=label_names)
+        for values, value in samples:
+            metric.add_metric([str(v) for v in values], value)
+        families.append(metric)
+
+    family("earwitness_info", "gauge", "Version and device of the running daemon.", ["version", "device"],
+           [([__version__, device_id], 1)])
     sources = health.snapshot()["sources"]
     family("earwitness_source_state", "gauge", "1 for the state each source is in (listening, disabled, failed, ...).",
-           [(_labels(source=name, location=s["location"], state=state), 1 if s["state"] == state else 0)
-            for name, s in sources.items() for state in STATES])
-    family("earwitness_windows_total", "counter", "Analysis windows processed.",
-           [(_labels(source=name), s["windows"]) for name, s in sources.items()])
-    family("earwitness_windows_per_second", "gauge", "Windows processed per second over the last 10 s.",
-           [(_labels(source=name), s["windows_per_second"]) for name, s in sources.items()])
+           ["source", "location", "state"],
+           [([name, s["location"], state], 1 if s["state"] == state else 0) for name, s in sources.items() for state in STATES])
+    family("earwitness_windows_total", "counter", "Analysis windows processed.", ["source"],
+           [([name], s["windows"]) for name, s in sources.items()])
+    family("earwitness_windows_per_second", "gauge", "Windows processed per second over the last 10 s.", ["source"],
+           [([name], s["windows_per_second"]) for name, s in sources.items()])
     family("earwitness_dropped_frames_total", "counter", "Audio frames dropped because the pipeline fell behind.",
-           [(_labels(source=name), s["dropped_frames"]) for name, s in sources.items()])
-    family("earwitness_inference_seconds", "gauge", "Detector time per window (exponential moving average).",
-           [(_labels(source=name), s["inference_ms"] / 1000) for name, s in sources.items()])
+           ["source"], [([name], s["dropped_frames"]) for name, s in sources.items()])
+    family("earwitness_inference_seconds", "gauge", "Detector time per window (exponential moving average).", ["source"],
+           [([name], s["inference_ms"] / 1000) for name, s in sources.items()])
     sinks = dict(health.sinks)  # one atomic copy: hubs update their figures from their own threads
-    hubs = {name: figures for name, figures in sinks.items() if isinstance(figures, dict)}
-    family("earwitness_hub_connected", "gauge", "1 while the hub (MQTT broker) is connected.",
-           [(_labels(hub=name), 1 if f.get("connected") else 0) for name, f in hubs.items() if "connected" in f])
-    family("earwitness_hub_outbox_messages", "gauge", "Messages waiting in the hub's outbox.",
-           [(_labels(hub=name), f["outbox"]) for name, f in hubs.items() if isinstance(f.get("outbox"), (int, float))])
+    hubs = {name: figures for name, figures in sinks.items() if isinstance(figures, dict) and "connected" in figures}
+    family("earwitness_hub_connected", "gauge", "1 while the hub (MQTT broker) is connected.", ["hub"],
+           [([name], 1 if f.get("connected") else 0) for name, f in hubs.items()])
+    for key, name, kind, help_text in (
+        ("outbox", "earwitness_hub_outbox_messages", "gauge", "Messages waiting in the hub's outbox."),
+        ("outbox_in_memory", "earwitness_hub_outbox_in_memory_messages", "gauge",
+         "Messages the outbox keeps in memory only, because its file cannot be written (full disk)."),
+        ("outbox_write_failures", "earwitness_hub_outbox_write_failures_total", "counter",
+         "Writes of the outbox's file that failed (full disk, I/O error); the alerts were kept in memory."),
+    ):
+        family(name, kind, help_text, ["hub"],
+               [([hub], f[key]) for hub, f in hubs.items() if isinstance(f.get(key), (int, float))])
     event = health.last_event
     if event:
         moment = event.get("ended_at") or event.get("started_at")
@@ -73,8 +78,15 @@ def render_metrics(health: Health, device_id: str) -> str:
             stamp = None
         if stamp is not None:
             family("earwitness_last_event_timestamp_seconds", "gauge", "When the last event started or ended.",
-                   [(_labels(label=event.get("label", ""), source=event.get("source", "")), stamp)])
-    return "\n".join(out) + "\n"
+                   ["label", "source"], [([event.get("label", ""), event.get("source", "")], stamp)])
+
+    class Figures:
+        def collect(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Figures())
+    return generate_latest(registry).decode()
 
 
 class PrometheusExporter(DaemonObserver):

@@ -65,9 +65,9 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from earwitness.training.evaluate import evaluate
 
-    evaluate(args.data, args.model, args.out, args.plot, args.baseline, args.config, args.all_groups, args.labels,
-             args.limit, long_day_hours=args.long_day_hours, seed=args.seed)
-    return 0
+    result = evaluate(args.data, args.model, args.out, args.plot, args.baseline, args.config, args.all_groups,
+                      args.labels, args.limit, long_day_hours=args.long_day_hours, seed=args.seed)
+    return 1 if result["failed"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,11 +17,12 @@ earlier, so that its first samples are scored; times are reported in the recordi
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -83,11 +84,23 @@ def _config(config_path: str | Path | None):
     return load_config(config_path)
 
 
-def run_recording(config, detector, path: Path, item: Item) -> RecordingResult:
-    """Stream one recording through a fresh pipeline; collect window scores and events."""
-    from earwitness.daemon.sources import read_audio_blocks
+def run_recording(config, detector, path: Path, item: Item, failed: list[str] | None = None) -> RecordingResult:
+    """Stream one recording through a fresh pipeline; collect window scores and events.
 
-    return run_blocks(config, detector, item, read_audio_blocks(path, 1.0))
+    A file that cannot be read (to its end) is reported on stderr and in `failed`; what was read counts."""
+    return run_blocks(config, detector, item, _readable_blocks(path, failed))
+
+
+def _readable_blocks(path: Path, failed: list[str] | None) -> Iterator[np.ndarray]:
+    """The file's blocks up to where it cannot be read (a truncated or damaged file), which is reported."""
+    from earwitness.daemon.sources import SourceUnavailable, read_audio_blocks
+
+    try:
+        yield from read_audio_blocks(path, 1.0)
+    except SourceUnavailable as error:
+        print(f"earwitness eval: {error}", file=sys.stderr)
+        if failed is not None:
+            failed.append(str(path))
 
 
 def run_blocks(config, detector, item: Item, blocks: Iterable[np.ndarray],
@@ -303,7 +316,8 @@ def evaluate(data: str | Path, model: str | Path | None = None, out: str | Path 
         items = [it for i, it in enumerate(items) if i in keep or it.kind == "events"]
     thresholds = {lb: (config.events.for_label(lb).threshold if config.events.for_label(lb).threshold is not None
                        else det.thresholds[lb]) for lb in det.labels}
-    results = [run_recording(config, det, data / it.path, it)
+    failed: list[str] = []
+    results = [run_recording(config, det, data / it.path, it, failed)
                for it in tqdm(items, desc=f"eval {det.model_name}", disable=not progress)]
     events_of = {r.item.path: r.events for r in results}
     ours = metrics(results, det.labels, thresholds, events_of, data)
@@ -365,4 +379,7 @@ def evaluate(data: str | Path, model: str | Path | None = None, out: str | Path 
         for p in plots(by_who, det.labels, thr_who, Path(plot)):
             print(f"wrote {p}")
     print(f"\neval took {time.monotonic() - began:.0f} s")
-    return {"ours": result, "yamnet": public(base, "yamnet") if base else None}
+    if failed:
+        print(f"earwitness eval: {len(failed)} file(s) could not be read to the end (what was read counts): "
+              + ", ".join(failed), file=sys.stderr)
+    return {"ours": result, "yamnet": public(base, "yamnet") if base else None, "failed": failed}
