@@ -36,6 +36,9 @@ class SourceConfig(StrictModel):
     enabled: bool = True
     loop: bool = False
     queue_s: float = Field(2.0, gt=0)
+    stall_s: float = Field(10.0, gt=0)
+    """No audio for this long: the source is reported stalled (log, `earwitness status`) and a microphone is
+    reopened, with backoff; a pipe (`-`) is waited for. The end of stdin ends the source cleanly."""
 
     @field_validator("input")
     @classmethod

@@ -280,14 +280,27 @@ class ClipWriter:
     """
 
     IDLE_S = 1.0
+    MAX_PENDING = 16
+    """Clips waiting to be written (up to 30 s of audio each); beyond it a clip is dropped and counted."""
 
-    def __init__(self) -> None:
-        self._queue: queue.Queue[_Job] = queue.Queue()
+    def __init__(self, max_pending: int = MAX_PENDING) -> None:
+        self._queue: queue.Queue[_Job] = queue.Queue(maxsize=max_pending)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.dropped = 0
+        """Clips dropped because the writer fell behind (a slow or full disk)."""
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
 
     def submit(self, path: Path, audio: np.ndarray, limits: ClipsConfig) -> None:
-        self._queue.put(_Job(path, audio, limits))
+        try:
+            self._queue.put_nowait(_Job(path, audio, limits))
+        except queue.Full:  # memory stays bounded: a disk that cannot keep up loses clips, never alerts
+            self.dropped += 1
+            log.warning("clip writer is behind, clip dropped", path=str(path), pending=self._queue.qsize(),
+                        dropped_total=self.dropped)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="clip-writer")

@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SourceState = Literal["starting", "listening", "disabled", "failed", "ended"]
+SourceState = Literal["starting", "listening", "stalled", "disabled", "failed", "ended"]
 RATE_WINDOW_S = 10.0
 
 
@@ -56,6 +56,8 @@ class Health:
 
     sources: dict[str, SourceStats] = field(default_factory=dict)
     sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Supervised tasks and threads: state (running, restarting, failed, stopped), restarts, last error."""
     last_event: dict[str, Any] | None = None
 
     def source(self, name: str, location: str) -> SourceStats:
@@ -68,5 +70,6 @@ class Health:
         return {
             "sources": {name: stats.snapshot() for name, stats in self.sources.items()},
             "sinks": dict(self.sinks),
+            "tasks": {name: dict(figures) for name, figures in list(self.tasks.items())},
             "last_event": self.last_event,
         }

@@ -10,19 +10,22 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
+import numpy as np
 import structlog
 
 from earwitness.config import Config, ConfigError, SourceConfig, load_config
 from earwitness.daemon.events import EventChange, SensorState, SourceInfo
-from earwitness.daemon.health import Health, SourceStats
+from earwitness.daemon.health import Health
 from earwitness.daemon.observers import DaemonObserver
-from earwitness.daemon.pipeline import build_pipeline
-from earwitness.daemon.sources import FileSource, SourceUnavailable, open_source
+from earwitness.daemon.pipeline import Pipeline, build_pipeline
 from earwitness.daemon.resources import check_files, check_resources, load_detectors
+from earwitness.daemon.sources import AudioSource, SourceUnavailable, open_source
+from earwitness.daemon.supervisor import Backoff, TaskRecord, supervise_task
 from earwitness.integrations.sinks import Dispatcher, Sink, SinkContext, build_sinks
 from earwitness.logs import configure_logging
 
@@ -64,13 +67,14 @@ Command = Reload | SetSensor | RunnerEnded | Stop
 class SourceRunner:
     """Runs one source's pipeline until the source ends or is stopped; retries live sources that fail."""
 
-    def __init__(self, config: Config, source: SourceConfig, emit: Callable[[EventChange], None], stats: SourceStats, realtime: bool,
-                 on_window: Callable[[str], None] | None = None) -> None:
+    def __init__(self, config: Config, source: SourceConfig, emit: Callable[[EventChange], None], health: Health,
+                 realtime: bool, on_window: Callable[[str], None] | None = None) -> None:
         self.config = config
+        self._health = health
         self.source = source
         self._emit = emit
         self._on_window = on_window
-        self.stats = stats
+        self.stats = health.source(source.name, source.location)
         self._realtime = realtime
         self.task: asyncio.Task[None] | None = None
 
@@ -90,42 +94,72 @@ class SourceRunner:
         return self.task is not None and self.task.done() and self.stats.state in ("ended", "failed")
 
     async def _run(self) -> None:
-        retry_s = RETRY_MIN_S
+        """Open, process, and on a failure or a stall reopen with backoff; an unexpected exception is logged
+        with its traceback and counted as a restart (`earwitness status`), never a silent end."""
         name = self.source.name
+        record, backoff = TaskRecord(self._health, f"{RUNNER_TASK_PREFIX}{name}"), Backoff(RETRY_MIN_S, RETRY_MAX_S)
+        live = not self.source.input.startswith("file:")
         while True:
-            audio = open_source(self.source, self._realtime, self.config.windows.hop_s)
+            record.running()
+            began = time.monotonic()
+            pipeline, unexpected = None, None
             try:
+                audio = open_source(self.source, self._realtime, self.config.windows.hop_s)
                 pipeline = build_pipeline(self.config, self.source, self._emit, self.stats)
-            except Exception as error:
-                self._fail(f"cannot build the pipeline: {error}")
-                return
-            try:
                 async with contextlib.aclosing(audio.chunks()) as chunks:
-                    async for chunk in chunks:
-                        if self.stats.state != "listening":
-                            self.stats.state, self.stats.error = "listening", None
-                            log.info("source listening", source=name, input=self.source.input)
-                        windows = self.stats.windows
-                        pipeline.process(chunk)
-                        if self._on_window is not None and self.stats.windows != windows:
-                            self._on_window(name)
-                        self.stats.dropped_frames = audio.dropped_frames
-                        retry_s = RETRY_MIN_S
-                self.stats.state = "ended"
-                log.info("source ended", source=name)
+                    await self._process(chunks, audio, pipeline)
+                self.stats.state, self.stats.error = "ended", None
+                log.info("source ended: its open events are ended", source=name)
                 return
             except SourceUnavailable as error:
                 self._fail(str(error))
-            except Exception as error:
-                log.exception("source failed", source=name)
+            except Exception as error:  # a bug, not a device fault: its traceback is logged below
                 self._fail(f"{type(error).__name__}: {error}")
+                unexpected = error
             finally:
-                pipeline.finish()
-            if isinstance(audio, FileSource):
+                if pipeline is not None:
+                    try:
+                        pipeline.finish()
+                    except Exception:
+                        log.exception("source pipeline did not finish cleanly", source=name)
+            retry_s = backoff.after_run(time.monotonic() - began) if live else None
+            if unexpected is not None:
+                record.failed(unexpected, retry_s)
+            if retry_s is None:
                 return
             log.info("source will retry", source=name, in_s=retry_s)
             await asyncio.sleep(retry_s)
-            retry_s = min(retry_s * 2, RETRY_MAX_S)
+
+    async def _process(self, chunks: AsyncIterator[np.ndarray], audio: AudioSource, pipeline: Pipeline) -> None:
+        """Feed the pipeline until the source ends; a source silent for `stall_s` is reported stalled, and a
+        microphone is reopened (raises SourceUnavailable); a pipe is waited for, it cannot be reopened."""
+        name = self.source.name
+        reopen = self.source.input == "mic"
+        while True:
+            next_chunk = asyncio.ensure_future(anext(chunks))
+            try:
+                done, _ = await asyncio.wait({next_chunk}, timeout=self.source.stall_s)
+                if not done:
+                    self.stats.state, self.stats.error = "stalled", f"no audio for {self.source.stall_s:g} s"
+                    log.warning("source stalled: no audio", source=name, input=self.source.input,
+                                silent_s=self.source.stall_s, reopening=reopen)
+                    if reopen:
+                        raise SourceUnavailable(f"no audio for {self.source.stall_s:g} s: reopening the microphone")
+                chunk = await next_chunk
+            except StopAsyncIteration:
+                return
+            finally:
+                if not next_chunk.done():
+                    next_chunk.cancel()
+                    await asyncio.gather(next_chunk, return_exceptions=True)
+            if self.stats.state != "listening":
+                self.stats.state, self.stats.error = "listening", None
+                log.info("source listening", source=name, input=self.source.input)
+            windows = self.stats.windows
+            pipeline.process(chunk)
+            if self._on_window is not None and self.stats.windows != windows:
+                self._on_window(name)
+            self.stats.dropped_frames = audio.dropped_frames
 
     def _fail(self, message: str) -> None:
         self.stats.state, self.stats.error = "failed", message
@@ -186,7 +220,7 @@ class Daemon:
         log.info("daemon started", sources=[s.name for s in self._config.sources], config=str(self._config_path))
         for observer in self._observers:
             await self._observe(observer.start, self)
-        watcher = asyncio.create_task(self._watch_config(), name="config-watch")
+        watcher = supervise_task(self.health, "config-watch", self._watch_config)
         try:
             while not self._stopping and not self._all_finished():
                 await self._apply(await self._next_commands())
@@ -237,6 +271,8 @@ class Daemon:
                     await self._sync_sources(previous=self._config, reason="remote command")
                     sensors_changed = False
                 await self._reload(command.reason)
+            elif isinstance(command, RunnerEnded):
+                self._publish_ended()
             elif isinstance(command, SetSensor):
                 if command.source not in {s.name for s in self._config.sources}:
                     log.warning("sensor command for an unknown source ignored", source=command.source)
@@ -274,7 +310,7 @@ class Daemon:
             enabled = self._sensor_on(config, source)
             stats = self.health.source(name, source.location)
             if enabled and name not in self._runners:
-                runner = SourceRunner(config, source, self.emit, stats, self._realtime, self._window_done)
+                runner = SourceRunner(config, source, self.emit, self.health, self._realtime, self._window_done)
                 self._runners[name] = runner
                 runner.start(lambda: self._control.put_nowait(RunnerEnded()))
             if not enabled:
@@ -282,6 +318,13 @@ class Daemon:
             if self._sensor_states.get(name) != enabled:
                 self._dispatch_sensor(source, enabled, reason)
         self._sensor_states = {name: self._sensor_on(config, s) for name, s in new_sources.items()}
+
+    def _publish_ended(self) -> None:
+        """A source that ended (end of file, EOF on stdin) or failed for good no longer listens: sinks are told."""
+        for name, runner in self._runners.items():
+            if runner.finished and self._sensor_states.get(name):
+                self._sensor_states[name] = False
+                self._dispatch_sensor(runner.source, False, runner.stats.state)
 
     def _dispatch_sensor(self, source: SourceConfig, enabled: bool, reason: str) -> None:
         if self._dispatcher is not None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import structlog
 
 from earwitness import __version__
+from earwitness.daemon.clips import WRITER
 from earwitness.daemon.observers import DaemonObserver
 
 if TYPE_CHECKING:
@@ -131,6 +132,7 @@ class StatusServer(DaemonObserver):
             "uptime_s": round(time.time() - self._started_at, 1),
             "config": str(self._daemon.config_path) if self._daemon.config_path else None,
             "runners": self._daemon.live_runners(),
+            "clip_writer": {"pending": WRITER.pending, "dropped": WRITER.dropped},
             **self._daemon.health.snapshot(),
         }
 
@@ -225,6 +227,12 @@ def format_status(snapshot: dict[str, Any], source_path: Path | None = None) -> 
             lines.append(f"{name}: {scalars}")
     lines.append("")
 
+    tasks = snapshot.get("tasks", {})
+    if tasks:
+        lines.append("tasks: " + "; ".join(
+            f"{name} {figures.get('state', '?')}"
+            + (f" ({figures['restarts']} restarts, last: {figures.get('last_error')})" if figures.get("restarts") else "")
+            for name, figures in tasks.items()))
     event = snapshot.get("last_event")
     if event:
         when = event.get("ended_at") or event.get("started_at") or "?"
@@ -236,8 +244,9 @@ def format_status(snapshot: dict[str, Any], source_path: Path | None = None) -> 
 
 
 def exit_code(snapshot: dict[str, Any]) -> int:
-    """0 when every enabled source listens and every hub is connected, 3 when something is degraded."""
-    failed = any(figures.get("state") == "failed" for figures in snapshot.get("sources", {}).values())
+    """0 when every enabled source listens, every hub is connected and every task runs; 3 when something is degraded."""
+    failed = any(figures.get("state") in ("failed", "stalled") for figures in snapshot.get("sources", {}).values())
+    failed = failed or any(figures.get("state") in ("restarting", "failed") for figures in snapshot.get("tasks", {}).values())
     disconnected = any(
         isinstance(figures, dict) and figures.get("connected") is False for figures in snapshot.get("sinks", {}).values()
     )

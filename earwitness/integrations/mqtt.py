@@ -32,6 +32,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from earwitness.config import HubConfig
 from earwitness.daemon.events import EventChange, SensorState
+from earwitness.daemon.supervisor import supervised_thread
 from earwitness.integrations.discovery import Topics, discovery_messages
 from earwitness.integrations.outbox import Outbox, outbox_path
 from earwitness.integrations.sinks import SinkContext
@@ -114,9 +115,10 @@ class MqttHubSink:
         if pending:
             self._log.info("mqtt outbox has pending alerts from before", pending=pending)
         self._set_state("disconnected")
-        self._writer = threading.Thread(target=self._write, name=f"mqtt-outbox-{self.hub.name}", daemon=True)
+        health = self._context.health
+        self._writer = supervised_thread(health, f"mqtt-outbox-{self.hub.name}", self._write, self._stop)
         self._writer.start()
-        self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.hub.name}", daemon=True)
+        self._thread = supervised_thread(health, f"mqtt-{self.hub.name}", self._run, self._stop)
         self._thread.start()
 
     def handle_event(self, change: EventChange) -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-STATES = ("starting", "listening", "disabled", "failed", "ended")
+STATES = ("starting", "listening", "stalled", "disabled", "failed", "ended")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 

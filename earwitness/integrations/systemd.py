@@ -119,6 +119,8 @@ def status_line(health: Health) -> str:
         parts.append("listening on " + ", ".join(by_state["listening"]))
     if by_state.get("starting"):
         parts.append("starting " + ", ".join(by_state["starting"]))
+    if by_state.get("stalled"):
+        parts.append("stalled: " + ", ".join(by_state["stalled"]))
     if by_state.get("failed"):
         parts.append("failed: " + ", ".join(by_state["failed"]))
     if by_state.get("disabled"):
