@@ -8,15 +8,20 @@ import time
 from pathlib import Path
 
 from tests.audio import write_bursts
-from tests.daemon_process import ENERGY, earwitness_command, write_config
+from tests.daemon_process import ENERGY, DaemonProcess, earwitness_command, write_config
 from tests.test_daemon import windows_after
 
 REJECTED = "config reload rejected, the running config stays"
 
 
-def looping_room(tmp_path: Path) -> dict:
+def listening_room(tmp_path: Path, daemons) -> tuple[dict, Path, DaemonProcess]:
+    """A daemon listening to a looping file (source `room`): its settings, its config file, the daemon."""
     audio = write_bursts(tmp_path / "bursts.wav", 3.0, [1.0])
-    return {"log_level": "debug", "detectors": ENERGY, "sources": [{"name": "room", "input": f"file:{audio}", "loop": True}]}
+    settings = {"log_level": "debug", "detectors": ENERGY, "sources": [{"name": "room", "input": f"file:{audio}", "loop": True}]}
+    config = write_config(tmp_path / "config.yaml", settings)
+    daemon = daemons("--config", str(config))
+    daemon.wait_for_log("window", source="room")
+    return settings, config, daemon
 
 
 def sensor_lines(daemon) -> list[bool]:
@@ -24,10 +29,7 @@ def sensor_lines(daemon) -> list[bool]:
 
 
 def test_missing_classifier_model_is_rejected_and_the_running_config_stays(tmp_path: Path, daemons) -> None:
-    settings = looping_room(tmp_path)
-    config = write_config(tmp_path / "config.yaml", settings)
-    daemon = daemons("--config", str(config))
-    daemon.wait_for_log("window", source="room")
+    settings, config, daemon = listening_room(tmp_path, daemons)
 
     missing = tmp_path / "no-such-model.json"
     write_config(config, {**settings, "detectors": [{"type": "classifier", "model": str(missing)}]})
@@ -60,10 +62,7 @@ def test_missing_classifier_model_at_start_is_a_clear_error(tmp_path: Path) -> N
 
 
 def test_a_latin1_save_is_rejected_and_the_watcher_and_sighup_survive_it(tmp_path: Path, daemons) -> None:
-    settings = looping_room(tmp_path)
-    config = write_config(tmp_path / "config.yaml", settings)
-    daemon = daemons("--config", str(config))
-    daemon.wait_for_log("window", source="room")
+    settings, config, daemon = listening_room(tmp_path, daemons)
 
     config.write_bytes(config.read_bytes() + "# Küche\n".encode("latin-1"))
     assert "not UTF-8" in daemon.wait_for_log(REJECTED, reason="config file changed")["error"]
@@ -77,10 +76,7 @@ def test_a_latin1_save_is_rejected_and_the_watcher_and_sighup_survive_it(tmp_pat
 
 
 def test_an_empty_file_is_rejected_on_reload_and_opens_no_default_microphone(tmp_path: Path, daemons) -> None:
-    settings = looping_room(tmp_path)
-    config = write_config(tmp_path / "config.yaml", settings)
-    daemon = daemons("--config", str(config))
-    daemon.wait_for_log("window", source="room")
+    settings, config, daemon = listening_room(tmp_path, daemons)
 
     config.write_text("")
     assert "no settings" in daemon.wait_for_log(REJECTED)["error"]
@@ -93,10 +89,7 @@ def test_an_empty_file_is_rejected_on_reload_and_opens_no_default_microphone(tmp
 
 
 def test_duplicate_keys_are_rejected_with_their_path(tmp_path: Path, daemons) -> None:
-    settings = looping_room(tmp_path)
-    config = write_config(tmp_path / "config.yaml", settings)
-    daemon = daemons("--config", str(config))
-    daemon.wait_for_log("window", source="room")
+    settings, config, daemon = listening_room(tmp_path, daemons)
 
     config.write_text(config.read_text() + "sensors_enabled: true\nsensors_enabled: false\n")
     assert "duplicate key sensors_enabled" in daemon.wait_for_log(REJECTED)["error"]
