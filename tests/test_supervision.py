@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,26 @@ def test_the_clip_writer_queue_is_bounded_and_counts_what_it_drops(tmp_path: Pat
     writer.flush(30)
     written = len(list((tmp_path / "clips").glob("*.flac")))
     assert writer.dropped > 0 and written + writer.dropped == 12
+
+
+def test_events_carry_the_time_their_audio_was_captured_not_processed(tmp_path: Path, daemons) -> None:
+    """A pipe pauses for 4 s: the burst after the pause is stamped when it was heard, not 4 s early."""
+    config = write_config(tmp_path / "config.yaml", {"detectors": ENERGY, "events": {"defaults": {"cooldown_s": 0}},
+                                                     "sources": [{"name": "pipe", "input": "-", "stall_s": 30}]})
+    daemon = daemons("--config", str(config), stdin=subprocess.PIPE)
+    daemon.wait_for_log("daemon started")
+    written = []
+    for onset in (1.2, 0.5):
+        written.append(time.time())
+        daemon.process.stdin.write(pcm(tone_bursts(3.0, [onset])))
+        daemon.process.stdin.flush()
+        daemon.wait_for(lambda: len([l for l in daemon.lines() if l.get("type") == "start"]) == len(written),
+                        what="the burst's event")
+        time.sleep(4.0)
+    daemon.process.stdin.close()
+    assert daemon.process.wait(timeout=20) == 0
+    starts = [l for l in daemon.lines() if l.get("type") == "start"]
+    heard = [datetime.fromisoformat(l["started_at"].replace("Z", "+00:00")).timestamp() for l in starts]
+    # Within a hop and a window of the truth; stream offsets alone would put the second 4 s early.
+    assert abs(heard[0] - (written[0] + 1.2)) < 1.0
+    assert abs(heard[1] - (written[1] + 0.5)) < 1.0, heard[1] - (written[1] + 0.5)

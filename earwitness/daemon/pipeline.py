@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 import numpy as np
@@ -20,6 +21,37 @@ from earwitness.detectors import DetectorContext, build_detectors
 from earwitness.detectors.base import Detector
 
 log = structlog.get_logger(__name__)
+
+
+CLOCK_GAP_S = 1.0
+"""Audio captured this much later than the stream's continuation marks a gap (a stalled device, a paused
+pipe): the stream's wall clock is set again from it. Audio that comes earlier (a pipe faster than real
+time, a device's jitter) keeps the stream continuous."""
+CLOCK_ANCHORS = 256
+
+
+class StreamClock:
+    """When each point of a stream (seconds of audio since the pipeline began) was captured, so that
+    event times are capture times, not the times the pipeline got to them."""
+
+    def __init__(self) -> None:
+        self._anchors: list[tuple[float, float]] = []
+        """(stream seconds, epoch seconds) where the stream was (re)anchored to the wall clock, oldest first."""
+        self._stream_s = 0.0
+
+    def feed(self, duration_s: float, captured_at: float) -> None:
+        if not self._anchors or captured_at - self._epoch(self._stream_s) > CLOCK_GAP_S:
+            self._anchors.append((self._stream_s, captured_at))
+            del self._anchors[:-CLOCK_ANCHORS]
+        self._stream_s += duration_s
+
+    def at(self, stream_s: float) -> datetime:
+        return datetime.fromtimestamp(self._epoch(stream_s), timezone.utc)
+
+    def _epoch(self, stream_s: float) -> float:
+        index = max(0, bisect.bisect_right(self._anchors, (stream_s, float("inf"))) - 1)
+        anchor_s, epoch = self._anchors[index]
+        return epoch + (stream_s - anchor_s)
 
 
 class Pipeline:
@@ -47,16 +79,19 @@ class Pipeline:
         self.observed_until_s = 0.0
         """Stream time up to which the tracker has seen the audio (the end of the newest window):
         when an event change is emitted, the time on the stream at which it could be sent."""
+        self._clock = StreamClock()
 
     def models(self) -> dict[str, str]:
         """The detector (name and version) that scores each label."""
         return {label: f"{d.name}-{d.version}" for d in self._detectors for label in d.labels}
 
-    def process(self, chunk: np.ndarray) -> None:
-        """Feed one chunk of 16 kHz mono audio; may emit event changes."""
+    def process(self, chunk: np.ndarray, captured_at: float | None = None) -> None:
+        """Feed one chunk of 16 kHz mono audio, captured at `captured_at` (epoch seconds; default: it has just
+        arrived whole); may emit event changes."""
+        duration_s = len(chunk) / SAMPLE_RATE
+        self._clock.feed(duration_s, time.time() - duration_s if captured_at is None else captured_at)
         if self._tracker is None:
-            started_at = datetime.now(timezone.utc) - timedelta(seconds=len(chunk) / SAMPLE_RATE)
-            self._tracker = self._new_tracker(started_at)
+            self._tracker = self._new_tracker(self._clock.at(0.0))
         if self._clips is not None:
             self._clips.feed(chunk)
         windows = list(self._windower.push(chunk))
@@ -78,7 +113,7 @@ class Pipeline:
         emit = self._emit if self._clips is None else self._emit_with_clip
         return EventTracker(
             self.source, self._config.device_id, self._config.events, defaults, self.models(), recommended,
-            started_at, emit,
+            started_at, emit, self._clock.at,
         )
 
     def _emit_with_clip(self, change: EventChange) -> None:

@@ -156,7 +156,7 @@ class SourceRunner:
                 self.stats.state, self.stats.error = "listening", None
                 log.info("source listening", source=name, input=self.source.input)
             windows = self.stats.windows
-            pipeline.process(chunk)
+            pipeline.process(chunk, audio.captured_at)
             if self._on_window is not None and self.stats.windows != windows:
                 self._on_window(name)
             self.stats.dropped_frames = audio.dropped_frames

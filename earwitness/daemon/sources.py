@@ -38,6 +38,9 @@ class SourceUnavailable(Exception):
 
 class AudioSource(Protocol):
     dropped_frames: int
+    captured_at: float
+    """Wall-clock time (epoch seconds) at which the first sample of the block last yielded was captured:
+    from the audio callback or the block's arrival, not from when the pipeline gets to it."""
 
     def chunks(self) -> AsyncIterator[np.ndarray]:
         """Yield 16 kHz mono float32 blocks until the source ends; closing it releases the device."""
@@ -109,6 +112,7 @@ class FileSource:
         self.loop = loop
         self.block_s = block_s
         self.dropped_frames = 0
+        self.captured_at = time.time()
 
     async def chunks(self) -> AsyncIterator[np.ndarray]:
         if not self.path.is_file():
@@ -124,9 +128,11 @@ class FileSource:
                         await asyncio.sleep(max(0.0, started + samples / SAMPLE_RATE - time.monotonic()))
                     else:
                         await asyncio.sleep(0)
+                    self.captured_at = time.time() - len(hop) / SAMPLE_RATE
                     yield hop
             if not self.loop:
                 if len(rest := reblock.rest()):
+                    self.captured_at = time.time()
                     yield rest
                 return
 
@@ -136,16 +142,16 @@ class _ChunkQueue:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, max_seconds: float, block_s: float, source: str) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue(maxsize=max(2, int(max_seconds / block_s)))
+        self._queue: asyncio.Queue[Captured | None] = asyncio.Queue(maxsize=max(2, int(max_seconds / block_s)))
         self._source = source
         self.dropped_frames = 0
         self._last_drop_log = float("-inf")
 
-    def put_threadsafe(self, chunk: np.ndarray | None) -> None:
+    def put_threadsafe(self, chunk: Captured | None) -> None:
         """Queue a chunk without waiting (a live device cannot wait): may drop the oldest."""
         self._loop.call_soon_threadsafe(self._put, chunk)
 
-    def put_waiting(self, chunk: np.ndarray | None) -> bool:
+    def put_waiting(self, chunk: Captured | None) -> bool:
         """Queue a chunk, waiting for room (back-pressure on a pipe); False once the loop is gone."""
         try:
             asyncio.run_coroutine_threadsafe(self._queue.put(chunk), self._loop).result()
@@ -153,10 +159,10 @@ class _ChunkQueue:
         except (RuntimeError, asyncio.CancelledError):
             return False
 
-    def _put(self, chunk: np.ndarray | None) -> None:
+    def _put(self, chunk: Captured | None) -> None:
         if self._queue.full():
             dropped = self._queue.get_nowait()
-            self.count_dropped(0 if dropped is None else len(dropped))
+            self.count_dropped(0 if dropped is None else len(dropped[0]))
         self._queue.put_nowait(chunk)
 
     def count_dropped(self, frames: int) -> None:
@@ -166,7 +172,7 @@ class _ChunkQueue:
             self._last_drop_log = now
             log.warning("audio dropped: the pipeline fell behind", source=self._source, dropped_frames=self.dropped_frames)
 
-    async def get(self) -> np.ndarray | None:
+    async def get(self) -> Captured | None:
         return await self._queue.get()
 
     def clear(self) -> None:
@@ -187,6 +193,7 @@ class StdinSource:
         self._block = int(round(block_s * SAMPLE_RATE))
         self._stream = stream if stream is not None else sys.stdin.buffer
         self._queue: _ChunkQueue | None = None
+        self.captured_at = time.time()
 
     @property
     def dropped_frames(self) -> int:
@@ -195,7 +202,8 @@ class StdinSource:
     async def chunks(self) -> AsyncIterator[np.ndarray]:
         self._queue = _ChunkQueue(asyncio.get_running_loop(), self._queue_s, self._block / SAMPLE_RATE, self._name)
         threading.Thread(target=self._read, args=(self._queue,), name=f"stdin-{self._name}", daemon=True).start()
-        while (chunk := await self._queue.get()) is not None:
+        while (item := await self._queue.get()) is not None:
+            chunk, self.captured_at = item
             yield chunk
 
     def _read(self, queue: _ChunkQueue) -> None:
@@ -206,12 +214,21 @@ class StdinSource:
         while data := os.read(fd, block_bytes - len(pending)):
             pending += data
             if len(pending) == block_bytes:
-                if not queue.put_waiting(_pcm_to_float(pending)):
+                if not queue.put_waiting(_captured(_pcm_to_float(pending), SAMPLE_RATE)):
                     return
                 pending = b""
         if len(pending) >= 2:
-            queue.put_waiting(_pcm_to_float(pending[: len(pending) // 2 * 2]))
+            queue.put_waiting(_captured(_pcm_to_float(pending[: len(pending) // 2 * 2]), SAMPLE_RATE))
         queue.put_waiting(None)
+
+
+Captured = tuple[np.ndarray, float]
+"""A block of audio and the wall-clock time its first sample was captured."""
+
+
+def _captured(block: np.ndarray, rate: int) -> Captured:
+    """A block that has just arrived whole: its first sample was captured its duration ago."""
+    return block, time.time() - len(block) / rate
 
 
 def _pcm_to_float(pcm: bytes) -> np.ndarray:
@@ -269,6 +286,7 @@ class MicSource:
         self._block_s = block_s
         self._queue: _ChunkQueue | None = None
         self._overflows = 0
+        self.captured_at = time.time()
 
     @property
     def dropped_frames(self) -> int:
@@ -289,7 +307,7 @@ class MicSource:
         def on_audio(indata: np.ndarray, frames: int, _time: Any, status: Any) -> None:
             if status.input_overflow:
                 self._overflows += frames
-            queue.put_threadsafe(indata[:, 0].copy())
+            queue.put_threadsafe(_captured(indata[:, 0].copy(), rate))
 
         try:
             stream = sounddevice.InputStream(
@@ -301,8 +319,10 @@ class MicSource:
         stream.start()
         log.info("microphone open", source=self._name, device=index, native_rate=rate)
         try:
-            while (block := await queue.get()) is not None:
+            while (item := await queue.get()) is not None:
+                block, captured_at = item
                 for hop in reblock(resample(block)):
+                    self.captured_at = captured_at  # to within a block: the pipeline keeps the stream continuous
                     yield hop
         finally:
             stream.stop()

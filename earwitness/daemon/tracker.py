@@ -41,11 +41,13 @@ class EventTracker:
         recommended: dict[str, dict[str, float]],
         stream_started_at: datetime,
         emit: Callable[[EventChange], None],
+        wall_time: Callable[[float], datetime] | None = None,
     ) -> None:
         self._source = source
         self._device = device
         self._models = models
-        self._t0 = stream_started_at
+        self._wall = wall_time or (lambda stream_s: stream_started_at + timedelta(seconds=stream_s))
+        """When a point of the stream was captured: the pipeline's clock, else the stream's start plus its offset."""
         self._emit = emit
         self._settings: dict[str, EventDefaults] = {}
         self._thresholds: dict[str, float] = {}
@@ -110,7 +112,7 @@ class EventTracker:
                 model=self._models[label],
                 score=score,
                 start_s=start_s,
-                started_at=self._t0 + timedelta(seconds=start_s),
+                started_at=self._wall(start_s),
                 details=dict(details),
             )
             state.last_active_s = end_s
@@ -125,7 +127,7 @@ class EventTracker:
     def _end(self, label: str, state: _LabelState) -> None:
         assert state.event is not None
         end_s = max(state.last_active_s, state.event.start_s)
-        state.event = state.event.evolve(end_s=end_s, ended_at=self._t0 + timedelta(seconds=end_s))
+        state.event = state.event.evolve(end_s=end_s, ended_at=self._wall(end_s))
         self._emit(EventChange("end", state.event))
         state.event = None
         state.cooldown_until_s = end_s + self._settings[label].cooldown_s
