@@ -27,6 +27,7 @@ A clock of audio seconds is kept in the state, so times stay consistent across r
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 import math
@@ -40,6 +41,8 @@ import numpy as np
 STATE_VERSION = 1
 TAIL_QUANTILE = 0.99
 MIN_RING = 50
+CANDIDATES = 16
+"""Bank entries, beyond k, whose exact distance is taken after the fast (norm-expanded) pre-selection."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class NormalModel:
         self.dim: int | None = None
         self._bank = np.zeros((0, 0), np.float32)
         self._bank_t = np.zeros(0, np.float64)
+        self._bank_sq = np.zeros(0, np.float32)
+        """Squared norm of each bank entry, kept with the bank: a window's distances are then one matrix-vector product."""
         self.n_bank = 0
         self.n_seen = 0  # windows offered to the reservoir during learning
         self.clock_s = 0.0  # audio seconds seen (continues across restarts)
@@ -97,6 +102,8 @@ class NormalModel:
         self.n_habituated = 0
         self.levels = np.zeros(0, np.float32)  # recent window levels (dBFS), a ring
         self.levels_pos = 0
+        self._levels_sorted: list[float] = []
+        """The same levels, kept sorted as they come and go: the quiet percentile without sorting per window."""
 
     # -- state --------------------------------------------------------------------------------
     @property
@@ -115,6 +122,7 @@ class NormalModel:
         self.dim = dim
         self._bank = np.zeros((self.p.bank_size, dim), np.float32)
         self._bank_t = np.zeros(self.p.bank_size, np.float64)
+        self._bank_sq = np.zeros(self.p.bank_size, np.float32)
         self.n_bank = 0
         self.q = np.zeros((0, dim), np.float32)
 
@@ -126,20 +134,27 @@ class NormalModel:
             slot = int(self.rng.integers(self.n_bank))
         self._bank[slot] = x
         self._bank_t[slot] = t
+        self._bank_sq[slot] = np.dot(self._bank[slot], self._bank[slot])
 
     # -- scoring ------------------------------------------------------------------------------
     def distance(self, x: np.ndarray, at_s: float | None = None) -> float:
         """Mean distance to the k nearest bank entries not taken within `exclude_s` of `at_s`."""
-        if len(self.bank) == 0:
+        n = self.n_bank
+        if n == 0:
             return math.inf
-        d2 = np.sum(np.square(self.bank - x[None, :]), axis=1)
+        bank = self.bank
+        # |b - x|^2 - |x|^2 = |b|^2 - 2 b.x picks the candidates; their distances are then taken exactly.
+        rank = self._bank_sq[:n] - 2.0 * (bank @ x)
         if at_s is not None and self.p.exclude_s > 0:
-            d2 = np.where(np.abs(self.bank_t - at_s) < self.p.exclude_s, np.inf, d2)
-        k = min(self.p.k, len(d2))
-        nearest = np.partition(d2, k - 1)[:k]
-        nearest = nearest[np.isfinite(nearest)]
-        if len(nearest) == 0:
+            rank[np.abs(self.bank_t - at_s) < self.p.exclude_s] = np.inf
+        k = min(self.p.k, n)
+        m = min(n, k + CANDIDATES)
+        candidates = np.argpartition(rank, m - 1)[:m] if m < n else np.arange(n)
+        candidates = candidates[np.isfinite(rank[candidates])]
+        if len(candidates) == 0:
             return math.inf
+        d2 = np.sum(np.square(bank[candidates] - x[None, :]), axis=1)
+        nearest = np.partition(d2, min(k, len(d2)) - 1)[:k]
         return float(np.mean(np.sqrt(np.maximum(nearest, 0.0))))
 
     def to_score(self, d: float) -> float:
@@ -159,7 +174,7 @@ class NormalModel:
         quiet = False
         if level_dbfs is not None:
             if self.p.quiet_percentile > 0 and len(self.levels) >= 100:
-                quiet = level_dbfs < float(np.percentile(self.levels, self.p.quiet_percentile))
+                quiet = level_dbfs < _percentile_of_sorted(self._levels_sorted, self.p.quiet_percentile)
             if not claimed:
                 self._push_level(level_dbfs)
         x = np.asarray(x, np.float32).ravel()
@@ -225,11 +240,15 @@ class NormalModel:
             self.threshold = float(np.max(loo)) * 2.0 if len(loo) else 1.0
 
     def _push_level(self, level: float) -> None:
+        level = float(np.float32(level))
         if len(self.levels) < self.p.level_ring_size:
             self.levels = np.append(self.levels, np.float32(level))
         else:
+            old = float(self.levels[self.levels_pos])
+            del self._levels_sorted[bisect.bisect_left(self._levels_sorted, old)]
             self.levels[self.levels_pos] = level
             self.levels_pos = (self.levels_pos + 1) % self.p.level_ring_size
+        bisect.insort(self._levels_sorted, level)
 
     def _push_ring(self, d: float) -> None:
         if len(self.ring) < self.p.ring_size:
@@ -331,6 +350,7 @@ class NormalModel:
                     raise StateError("non-finite values in the memory bank")
                 n = min(len(bank), params.bank_size)
                 model._bank[:n], model._bank_t[:n], model.n_bank = bank[:n], arrays["bank_t"][:n], n
+                model._bank_sq[:n] = np.einsum("ij,ij->i", model._bank[:n], model._bank[:n])
                 model.q = q
                 model.q_t, model.q_ep = arrays["q_t"].astype(np.float64), arrays["q_ep"].astype(np.int64)
             model.ring = arrays["ring"].astype(np.float32)[-params.ring_size:]
@@ -345,6 +365,7 @@ class NormalModel:
             model.n_habituated = int(meta.get("n_habituated", 0))
             model.levels = arrays["levels"].astype(np.float32)[-params.level_ring_size:]
             model.levels_pos = int(meta.get("levels_pos", 0)) % max(len(model.levels), 1)
+            model._levels_sorted = sorted(model.levels.tolist())
             if meta.get("hop_s"):
                 model.set_hop(float(meta["hop_s"]))
         except StateError:
@@ -380,6 +401,14 @@ def budget_threshold(scores: np.ndarray, exceedance: float, tail_quantile: float
     if exceedance < 1.0 / len(s) and len(s) >= 1000:
         t = max(t, float(s[-1]))
     return t
+
+
+def _percentile_of_sorted(values: list[float], q: float) -> float:
+    """`np.percentile(values, q)` (linear interpolation) of values already sorted."""
+    position = q / 100.0 * (len(values) - 1)
+    low = int(position)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (position - low)
 
 
 def _finite(x: float) -> float | None:
