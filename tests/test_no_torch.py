@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 from tests.audio import write_bursts
 
@@ -50,3 +53,10 @@ def test_runtime_modules_and_detect_do_not_import_torch(tmp_path: Path) -> None:
     assert {"earwitness.daemon.service", "earwitness.detectors.classifier", "earwitness.bench",
             "earwitness.integrations.mqtt", *EVAL_MODULES} <= set(report["imported"])
     assert report["torch"] == [], "the runtime imported torch"
+
+
+def test_a_plain_install_requires_no_torch() -> None:
+    """pyproject.toml: torch is in the `train` extra, not among the dependencies of a plain install."""
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    assert "torch" not in {Requirement(r).name for r in project["dependencies"]}
+    assert "torch" in {Requirement(r).name for r in project["optional-dependencies"]["train"]}
