@@ -314,16 +314,14 @@ class NormalModel:
 
     def save(self, path: Path) -> None:
         """Write the state atomically (temporary file, fsync, rename)."""
+        write_state(self.serialize(), path)
+
+    def serialize(self) -> bytes:
+        """The state as the bytes of an .npz file (a snapshot: later learning does not change it)."""
         state = self.state_dict()
         buf = io.BytesIO()
         np.savez(buf, meta=np.frombuffer(json.dumps(state["meta"]).encode(), np.uint8), **state["arrays"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        return buf.getvalue()
 
     @classmethod
     def load(cls, path: Path, params: NormalModelParams, seed: int = 0) -> "NormalModel":
@@ -375,6 +373,17 @@ class NormalModel:
         if model.learned_s >= params.learn_s and len(model.ring) >= MIN_RING:
             model.refit()  # the budget may have changed in the config
         return model
+
+
+def write_state(data: bytes, path: Path) -> None:
+    """Write serialized state atomically: a temporary file, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def budget_threshold(scores: np.ndarray, exceedance: float, tail_quantile: float = TAIL_QUANTILE,

@@ -103,6 +103,27 @@ def test_state_survives_restart(tmp_path):
     assert [e for e in started if 3.0 <= e.start_s <= 5.0], "the restarted detector alerts at once"
 
 
+def test_periodic_saves_are_written_by_a_writer_thread_while_listening(tmp_path):
+    """Every save_interval_s of audio the state is written off the pipeline's thread; finishing writes the rest."""
+    import threading
+
+    config = _config(tmp_path, save_interval_s=5.0)
+    pipeline = build_pipeline(config, config.sources[0], lambda change: None)
+    detector = pipeline._detectors[0]
+    path = tmp_path / "anomaly" / "default.npz"
+    audio = tone_bursts(12.0, [], noise_dbfs=-45.0, seed=1)
+    for i in range(0, len(audio), 4000):
+        pipeline.process(audio[i : i + 4000])
+    writers = [t for t in threading.enumerate() if t.name.startswith("anomaly-save-default")]
+    assert writers, "the periodic save runs in the detector's writer thread"
+    detector._wait_for_writes()
+    saved = NormalModel.load(path, detector.params)
+    assert 8.0 <= saved.clock_s <= 11.0  # the save after 10 s of audio, not the state at the end
+    pipeline.finish()
+    final = NormalModel.load(path, detector.params)
+    assert final.clock_s == pytest.approx(detector.model.clock_s) and final.n_bank == detector.model.n_bank
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
 def test_corrupt_state_is_relearnt(tmp_path, damage, caplog):
     config = _config(tmp_path)

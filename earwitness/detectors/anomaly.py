@@ -7,20 +7,22 @@ it falls back to the window's log-mel spectral shape. The model of normal, its l
 period, adaptation, habituation and budget threshold are in `earwitness.anomaly_model`.
 
 State is kept per source in `<state_dir>/anomaly/<source>.npz`: saved every
-`save_interval_s` of audio and when the pipeline finishes, reloaded on start. A state file
+`save_interval_s` of audio (written and synced by a writer thread, off the event loop) and
+when the pipeline finishes, reloaded on start. A state file
 that cannot be used is logged, moved aside (`.corrupt`) and the model learns afresh.
 """
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import structlog
 
-from earwitness.anomaly_model import NormalModel, NormalModelParams, StateError
+from earwitness.anomaly_model import NormalModel, NormalModelParams, StateError, write_state
 from earwitness.frontend import LogMel
 
 if TYPE_CHECKING:
@@ -101,6 +103,7 @@ class AnomalyDetector:
         self.model = self._load()
         self._last_start_s: float | None = None
         self._since_save_s = 0.0
+        self._writer: ThreadPoolExecutor | None = None
 
     # -- state ----------------------------------------------------------------------------------
     def _load(self) -> NormalModel:
@@ -123,16 +126,38 @@ class AnomalyDetector:
         return model
 
     def save(self) -> None:
+        """Persist the model now (and after any save still being written)."""
         if self.state_path is None:
             return
-        try:
-            self.model.save(self.state_path)
+        self._wait_for_writes()
+        if self._write(self.model.serialize()):
             self._since_save_s = 0.0
+
+    def _save_in_background(self) -> None:
+        """The periodic save: snapshot here, write and fsync in the writer thread, off the event loop."""
+        if self.state_path is None:
+            return
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"anomaly-save-{self.source}")
+        self._writer.submit(self._write, self.model.serialize())
+
+    def _write(self, data: bytes) -> bool:
+        assert self.state_path is not None
+        try:
+            write_state(data, self.state_path)
+            return True
         except OSError as error:
             log.warning("cannot save anomaly state", source=self.source, path=str(self.state_path), error=str(error))
+            return False
+
+    def _wait_for_writes(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
 
     def close(self) -> None:
         """Called when the pipeline finishes: persist what was learnt since the last save."""
+        self._wait_for_writes()
         if self._since_save_s > 0:
             self.save()
 
@@ -188,5 +213,6 @@ class AnomalyDetector:
         }
         self._since_save_s += max(dt, 0.0)
         if self.state_path is not None and self._since_save_s >= self.config.save_interval_s:
-            self.save()
+            self._since_save_s = 0.0
+            self._save_in_background()
         return score, details
