@@ -281,7 +281,9 @@ def _listen(workdir: Path, scene: Scene) -> dict[str, Any]:
         played_from = began - first_window / 2 / SAMPLE_RATE  # when sample 0 was "played"
         steady: tuple[float, float] | None = None
         for i in range(first_window, len(pcm), chunk_bytes):
-            time.sleep(max(0.0, played_from + i / 2 / SAMPLE_RATE - time.time()))
+            # A chunk is written once its last sample has been played, as a sound card hands it over.
+            end = min(i + chunk_bytes, len(pcm))
+            time.sleep(max(0.0, played_from + end / 2 / SAMPLE_RATE - time.time()))
             if steady is None and i / 2 / SAMPLE_RATE >= WARM_UP_S:
                 steady = (time.time(), _cpu_seconds(daemon.pid))
             daemon.stdin.write(pcm[i : i + chunk_bytes])
