@@ -75,7 +75,7 @@ def load_session(path: Path):
 
 
 @functools.lru_cache(maxsize=16)
-def _tail_slice(n_out: int, window_s: float, span_s: float, frame_hop_s: float) -> slice:
+def tail_slice(n_out: int, window_s: float, span_s: float, frame_hop_s: float) -> slice:
     """The output frames whose centres lie in the window's newest `span_s` (the same for every window)."""
     centres = np.arange(n_out) * frame_hop_s + 0.0275
     first = int(np.searchsorted(centres, window_s - span_s))
@@ -137,7 +137,7 @@ class ClassifierDetector:
     # -- scoring -------------------------------------------------------------------------------
     def _tail_frames(self, n_out: int, window_s: float) -> slice:
         span = self.score_span_s if self.score_span_s is not None else float(self.meta.get("hop_s", 0.25))
-        return _tail_slice(n_out, window_s, span, self.frame_hop_s)
+        return tail_slice(n_out, window_s, span, self.frame_hop_s)
 
     def score_logmel_batch(self, logmel: np.ndarray, window_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities [B, all labels] and embeddings [B, emb] of a batch of windows' log-mels."""

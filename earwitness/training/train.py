@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from earwitness import SAMPLE_RATE, __version__
+from earwitness.detectors.classifier import tail_slice
 from earwitness.detectors.cnn import FRAME_HOP_S, EarNet, n_params
 from earwitness.frontend import HOP_LENGTH, N_MELS, WIN_LENGTH
 from earwitness.training import calibrate as C
@@ -103,9 +104,8 @@ class TorchScorer:
         with torch.inference_mode():
             out = self.model(torch.from_numpy(np.ascontiguousarray(logmel, np.float32)))
         logits, emb = out[0].numpy(), out[1].numpy()
-        centres = np.arange(logits.shape[1]) * FRAME_HOP_S + 0.0275
-        first = min(int(np.searchsorted(centres, window_s - self.hop_s)), logits.shape[1] - 1)
-        return 1 / (1 + np.exp(-logits[:, first:].max(axis=1))), emb[:, first:]
+        tail = tail_slice(logits.shape[1], window_s, self.hop_s, FRAME_HOP_S)
+        return 1 / (1 + np.exp(-logits[:, tail].max(axis=1))), emb[:, tail]
 
 
 def mine(model: EarNet, frontend: LogMelFrontend, items: list[Item], cache: AudioCache, labels: tuple[str, ...],
