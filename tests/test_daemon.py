@@ -36,6 +36,19 @@ def test_detect_prints_one_line_per_event(tmp_path: Path) -> None:
         assert event["score"] > 0.9
 
 
+def test_detect_stops_quietly_when_its_reader_goes_away(tmp_path: Path) -> None:
+    """`earwitness detect ... | head -1`: no BrokenPipeError traceback, the exit status of a SIGPIPE."""
+    audio = write_bursts(tmp_path / "bursts.wav", 60.0, [float(t) for t in range(1, 59, 2)])
+    config = write_config(tmp_path / "config.yaml", {"detectors": ENERGY})
+    process = subprocess.Popen(earwitness_command("detect", *[str(audio)] * 4, "--config", str(config)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stderr is not None
+    assert json.loads(process.stdout.readline())["label"] == "loud"
+    process.stdout.close()  # the reader goes away with about 119 events still to print
+    assert process.wait(timeout=60) == 128 + signal.SIGPIPE
+    assert process.stderr.read() == ""
+
+
 def test_detect_reports_unreadable_files_and_goes_on(tmp_path: Path) -> None:
     audio = write_bursts(tmp_path / "bursts.wav", 4.0, [1.0])
     config = write_config(tmp_path / "config.yaml", {"detectors": ENERGY})
