@@ -35,6 +35,7 @@ from earwitness.training.data import (
     DEFAULT_HOLDOUT_GROUPS, LABEL_CLASSES, SCRATCH_LIKE, VALIDATION_ONLY_CLASSES, AudioCache, Item,
     holdout_groups_from_sources, read_manifest, split_by_group,
 )
+from earwitness.training.metrics import roc_auc
 
 NOT_NOVEL = {"ambient_background", "speech", "speech_acted", *SCRATCH_LIKE, *VALIDATION_ONLY_CLASSES}
 MIN_BACKGROUND_S = 60.0
@@ -197,7 +198,6 @@ def evaluate_anomaly(data_dir: str | Path, classifier=None, det_config=None, cac
                      max_clip_s: float = 5.0, learn_fraction: float = 0.5, all_backgrounds: bool = False,
                      progress: bool = True) -> dict:
     """The anomaly figures of `earwitness eval` (see the module docstring)."""
-    from sklearn.metrics import roc_auc_score
     from tqdm import tqdm
 
     from earwitness.config import AnomalyDetectorConfig
@@ -270,19 +270,19 @@ def evaluate_anomaly(data_dir: str | Path, classifier=None, det_config=None, cac
         ys.append(np.concatenate([np.ones(pos.sum()), np.zeros(neg.sum())]))
         ss.append(np.concatenate([scores[pos], scores[neg]]))
         snrs.append(np.concatenate([snr_of[pos], np.full(neg.sum(), np.nan)]))
-        rec_auc = float(roc_auc_score(ys[-1], ss[-1])) if pos.any() and neg.any() else None
+        rec_auc = roc_auc(ys[-1], ss[-1]) if pos.any() and neg.any() else None
         per_recording.append({"path": it.path, "class": it.cls, "learn_s": learn_s, "scored_s": round(rest_s, 1),
                               "false_alarms": fa, "auc": None if rec_auc is None else round(rec_auc, 4),
                               "inserted": len(placements)})
         bar.set_postfix(fa=false_events, auc=f"{rec_auc:.3f}" if rec_auc is not None else "-")
 
     y, s, snr = np.concatenate(ys), np.concatenate(ss), np.concatenate(snrs)
-    auc = float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
+    auc = roc_auc(y, s)
     by_snr = {}
     for lo, hi in SNR_BINS:
         sel = (y == 0) | ((snr >= lo) & (snr < hi))
-        if 0 < y[sel].sum() < sel.sum():
-            by_snr[f"{lo:g}-{min(hi, 20):g}dB"] = round(float(roc_auc_score(y[sel], s[sel])), 4)
+        if (bin_auc := roc_auc(y[sel], s[sel])) is not None:
+            by_snr[f"{lo:g}-{min(hi, 20):g}dB"] = round(bin_auc, 4)
     hours = scored_s / 3600
     return {
         "auc": auc,

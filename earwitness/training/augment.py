@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import fftconvolve
 
 from earwitness import SAMPLE_RATE
 
@@ -124,4 +123,6 @@ def synthetic_rir(rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray
 
 
 def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    from scipy.signal import fftconvolve  # training only: `eval` runs from a plain install, without scipy
+
     return fftconvolve(x, synthetic_rir(rng))[: len(x)].astype(np.float32)

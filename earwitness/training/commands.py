@@ -36,7 +36,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                                         "detector, event tracker); print clip AUC, event recall/precision/F1 and false "
                                         "events per hour per label; the same negatives after silence and over a quiet "
                                         "floor; a synthetic long day at home (false events per 24 h, incident recall, "
-                                        "time to alarm); and what still fires. Needs the `train` extra.")
+                                        "time to alarm); and what still fires. Runs from a plain install; --baseline and --plot "
+                                        "need the `train` extra.")
     e.add_argument("--data", required=True, type=Path, help="corpus dir (manifest.csv, clips/, background/, events/)")
     e.add_argument("--model", type=Path, default=None, help="model .json (default: the shipped model)")
     e.add_argument("--out", type=Path, default=None, help="write metrics JSON here (YAMNet's beside it as *.yamnet.json)")

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from earwitness import SAMPLE_RATE
 from earwitness.training.data import SCRATCH_LIKE, Item, label_of, read_event_labels, read_manifest
+from earwitness.training.metrics import roc_auc
 
 COLLAR_S = 0.5
 
@@ -178,7 +179,6 @@ def _is_negative(item: Item, label: str) -> bool:
 
 def metrics(results: list[RecordingResult], labels: tuple[str, ...], thresholds: dict[str, float],
             events_of: dict[str, list], data_dir: Path) -> dict:
-    from sklearn.metrics import roc_auc_score
 
     out: dict = {}
     neg_hours_all = sum(r.duration_s for r in results if r.item.kind == "background"
@@ -187,7 +187,7 @@ def metrics(results: list[RecordingResult], labels: tuple[str, ...], thresholds:
         clips = [r for r in results if r.item.kind == "clips" and (_is_positive(r.item, lb) or _is_negative(r.item, lb))]
         y = np.array([_is_positive(r.item, lb) for r in clips], dtype=int)
         s = np.array([r.scores[lb].max() if len(r.scores[lb]) else 0.0 for r in clips])
-        auc = float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
+        auc = roc_auc(y, s)
         negs = [r for r in results if _is_negative(r.item, lb)]
         hours = sum(r.duration_s for r in negs) / 3600
         fa = sum(sum(1 for e in events_of[r.item.path] if e[0] == lb) for r in negs)
