@@ -19,6 +19,8 @@ from earwitness.config.detectors import (
     EnergyDetectorConfig,
 )
 from earwitness.config.events import EventDefaults, EventsConfig, LabelEventConfig
+from earwitness.config.gate import GateConfig
+from earwitness.config.guard import GuardAlarmConfig, GuardConditionConfig, GuardConfig
 from earwitness.config.health import HealthConfig, PrometheusConfig
 from earwitness.config.loading import (
     DEFAULT_CONFIG_PATHS,
@@ -55,6 +57,10 @@ __all__ = [
     "EnergyDetectorConfig",
     "EventDefaults",
     "EventsConfig",
+    "GateConfig",
+    "GuardAlarmConfig",
+    "GuardConditionConfig",
+    "GuardConfig",
     "HealthConfig",
     "HubConfig",
     "HubDiscoveryConfig",

@@ -15,6 +15,8 @@ from earwitness.config.captions import CaptionsConfig
 from earwitness.config.clips import ClipsConfig
 from earwitness.config.detectors import AnomalyDetectorConfig, ClassifierDetectorConfig, DetectorConfig
 from earwitness.config.events import EventsConfig
+from earwitness.config.gate import GateConfig
+from earwitness.config.guard import GuardConfig
 from earwitness.config.health import HealthConfig
 from earwitness.config.mqtt import HubConfig
 from earwitness.config.outputs import OutputsConfig
@@ -28,6 +30,7 @@ class Config(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig()], min_length=1)
     windows: WindowConfig = WindowConfig()
+    gate: GateConfig = GateConfig()
     detectors: list[DetectorConfig] = Field(
         default_factory=lambda: [ClassifierDetectorConfig(), AnomalyDetectorConfig()], min_length=1
     )
@@ -37,6 +40,7 @@ class Config(StrictModel):
     hubs: list[HubConfig] = []
     captions: CaptionsConfig = CaptionsConfig()
     clips: ClipsConfig = ClipsConfig()
+    guard: GuardConfig = GuardConfig()
 
     @field_validator("sources")
     @classmethod
@@ -58,6 +62,13 @@ class Config(StrictModel):
             unknown = sorted(set(hub.route.sources or []) - known)
             if unknown:
                 raise ValueError(f"hub {hub.name!r}: route.sources names unknown sources: {', '.join(unknown)}")
+        guard = self.guard
+        if guard.enabled:
+            if guard.hub not in names:
+                raise ValueError(f"guard.hub: must name a configured hub ({', '.join(names) or 'none configured'}), got {guard.hub!r}")
+            unknown = sorted(set(guard.sources or []) - known)
+            if unknown:
+                raise ValueError(f"guard.sources names unknown sources: {', '.join(unknown)}")
         return self
 
     def resolved_state_dir(self) -> Path:

@@ -65,6 +65,8 @@ class Event:
         }
         if "clip_path" in self.details:
             message["clip"] = self.details["clip_path"]
+        if "guard" in self.details:  # a watched label at a vehicle source: the car guard's state as it began
+            message["guard"] = self.details["guard"]
         top = self.details.get("top_labels")
         if top:
             pairs = top.items() if isinstance(top, dict) else top

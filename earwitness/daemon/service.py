@@ -20,12 +20,14 @@ import structlog
 
 from earwitness.config import Config, ConfigError, SourceConfig, load_config
 from earwitness.daemon.events import EventChange, SensorState, SourceInfo
+from earwitness.daemon.guard import Guard
 from earwitness.daemon.health import Health
 from earwitness.daemon.observers import DaemonObserver
 from earwitness.daemon.pipeline import Pipeline, build_pipeline
 from earwitness.daemon.resources import check_files, check_resources, load_detectors
 from earwitness.daemon.sources import AudioSource, SourceUnavailable, open_source
 from earwitness.daemon.supervisor import Backoff, TaskRecord, supervise_task
+from earwitness.guard.machine import GuardCommand, GuardInput, GuardState, VehicleLink, VehicleMessage
 from earwitness.integrations.sinks import Dispatcher, Sink, SinkContext, build_sinks
 from earwitness.logs import configure_logging
 
@@ -34,7 +36,7 @@ log = structlog.get_logger(__name__)
 CONFIG_POLL_S = 0.4
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 30.0
-PIPELINE_KEYS = ("device_id", "windows", "detectors", "events", "clips")
+PIPELINE_KEYS = ("device_id", "windows", "gate", "detectors", "events", "clips")
 """Config sections that every pipeline is built from; a change rebuilds them all."""
 SOURCE_KEYS = ("sources", "sensors_enabled", "log_level")
 RUNNER_TASK_PREFIX = "source-"
@@ -61,7 +63,7 @@ class Stop:
     """SIGTERM/SIGINT: it also sets the daemon's flag at once, so nothing queued before it is applied."""
 
 
-Command = Reload | SetSensor | RunnerEnded | Stop
+Command = Reload | SetSensor | RunnerEnded | Stop | VehicleMessage | VehicleLink | GuardCommand
 
 
 class SourceRunner:
@@ -190,9 +192,11 @@ class Daemon:
         self._sensor_states: dict[str, bool] = {}
         """What the sinks were last told of each source's sensor."""
         self._dispatcher: Dispatcher | None = None
+        self._guard: Guard | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._control: asyncio.Queue[Command] = asyncio.Queue()
-        """The one ordered control path: file edits, SIGHUP, remote sensor commands, runner ends and stops."""
+        """The one ordered control path: file edits, SIGHUP, remote sensor and guard commands, vehicle state,
+        runner ends and stops."""
         self._stopping = False
         self._config_stamp = self._stat_config()
 
@@ -216,6 +220,7 @@ class Daemon:
             self._loop.add_signal_handler(signum, self.request_stop)
         self._loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self._start_sinks()
+        self._start_guard()
         await self._sync_sources(previous=None)
         log.info("daemon started", sources=[s.name for s in self._config.sources], config=str(self._config_path))
         for observer in self._observers:
@@ -229,6 +234,7 @@ class Daemon:
                 await self._observe(observer.stop)
             watcher.cancel()
             await asyncio.gather(*(runner.stop() for runner in self._runners.values()), return_exceptions=True)
+            self._stop_guard()
             self._close_sinks()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 self._loop.remove_signal_handler(signum)
@@ -249,6 +255,11 @@ class Daemon:
         """Switch one source's sensor at run time (remote control); safe from any thread."""
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._control.put_nowait, SetSensor(source, enabled))
+
+    def guard_input(self, command: GuardInput) -> None:
+        """Vehicle state or ARM/DISARM for the guard, in order with the other commands; safe from any thread."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._control.put_nowait, command)
 
     # --- the control path -----------------------------------------------------------
 
@@ -273,6 +284,9 @@ class Daemon:
                 await self._reload(command.reason)
             elif isinstance(command, RunnerEnded):
                 self._publish_ended()
+            elif isinstance(command, (VehicleMessage, VehicleLink, GuardCommand)):
+                if self._guard is not None:
+                    self._guard.take(command)
             elif isinstance(command, SetSensor):
                 if command.source not in {s.name for s in self._config.sources}:
                     log.warning("sensor command for an unknown source ignored", source=command.source)
@@ -283,8 +297,28 @@ class Daemon:
             await self._sync_sources(previous=self._config, reason="remote command")
 
     def emit(self, change: EventChange) -> None:
+        if self._guard is not None:
+            change = self._guard.event(change)
         if self._dispatcher is not None:
             self._dispatcher.event(change)
+
+    # --- the car guard ---------------------------------------------------------------
+
+    def _start_guard(self) -> None:
+        """The guard of the current config (its state restored from the state directory), told to the sinks."""
+        if self._config.guard.enabled:
+            self._guard = Guard(self._config.guard, self._config.resolved_state_dir(), self._publish_guard)
+            self._guard.start()
+            self._publish_guard(self._guard.state, alarm=False)
+
+    def _stop_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.close()
+            self._guard = None
+
+    def _publish_guard(self, state: GuardState, alarm: bool) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.guard(state, alarm)
 
     # --- sources -----------------------------------------------------------------
 
@@ -342,7 +376,7 @@ class Daemon:
 
     def _build_sinks(self, config: Config, labels: list[str]) -> list[Sink]:
         context = SinkContext(config=config, health=self.health, dispatch=self._emit_threadsafe,
-                              set_sensor=self.set_sensor, labels=labels)
+                              set_sensor=self.set_sensor, labels=labels, guard_input=self.guard_input)
         return build_sinks(context)
 
     def _emit_threadsafe(self, change: EventChange) -> None:
@@ -421,8 +455,10 @@ class Daemon:
         self._remote_sensor.clear()
         configure_logging(new.log_level)
         if sinks is not None:
+            self._stop_guard()
             self._close_sinks()
             self._start_sinks(sinks)
+            self._start_guard()
         await self._sync_sources(previous, reason=reason)
         if sinks is not None:
             for source in new.sources:

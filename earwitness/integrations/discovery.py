@@ -74,13 +74,22 @@ class Topics:
     def sensor_set_filter(self) -> str:
         return f"{self.base}/+/sensor/set"
 
+    @property
+    def guard(self) -> str:
+        return f"{self.base}/guard"
+
+    @property
+    def guard_set(self) -> str:
+        return f"{self.base}/guard/set"
+
 
 def discovery_messages(
-    hub: HubConfig, device_id: str, sources: list[tuple[str, str]], labels: list[str]
+    hub: HubConfig, device_id: str, sources: list[tuple[str, str]], labels: list[str], guard: bool = False
 ) -> list[tuple[str, str]]:
     """(topic, payload) of every config message; an empty payload removes a stale entity.
 
-    `sources` are (name, location) of the routed sources, `labels` the routed labels.
+    `sources` are (name, location) of the routed sources, `labels` the routed labels; `guard`: the car
+    guard is on (an `alarm_control_panel` with remote control, else a read-only `sensor`).
     """
     topics = Topics(hub.prefix, device_id)
     node = safe_id(device_id)
@@ -154,4 +163,43 @@ def discovery_messages(
                 "payload_off": "disabled",
                 "entity_category": "diagnostic",
             })
+    panel = guard and hub.allow_remote_control
+    add("alarm_control_panel", "guard", _guard_panel(topics, base_id) if panel else None)
+    add("sensor", "guard", _guard_sensor(topics, base_id) if guard and not panel else None)
     return messages
+
+
+GUARD_HA_STATES = {"disarmed": "disarmed", "arming": "arming", "armed": "armed_away", "triggered": "triggered"}
+"""The guard's states as Home Assistant's alarm panel names them."""
+
+
+def _guard_panel(topics: Topics, base_id: str) -> dict:
+    """The guard as an MQTT alarm panel (HA 2024.3 schema): arm (away) and disarm, no code."""
+    return {
+        "name": "car guard",
+        "unique_id": f"{base_id}_guard",
+        "state_topic": topics.guard,
+        "value_template": f"{{{{ {GUARD_HA_STATES}[value_json.state] }}}}",
+        "json_attributes_topic": topics.guard,
+        "command_topic": topics.guard_set,
+        "payload_arm_away": "ARM",
+        "payload_disarm": "DISARM",
+        "supported_features": ["arm_away"],
+        "code_arm_required": False,
+        "code_disarm_required": False,
+        "icon": "mdi:car-key",
+    }
+
+
+def _guard_sensor(topics: Topics, base_id: str) -> dict:
+    """Without remote control the guard can only be shown."""
+    return {
+        "name": "car guard",
+        "unique_id": f"{base_id}_guard",
+        "state_topic": topics.guard,
+        "value_template": "{{ value_json.state }}",
+        "json_attributes_topic": topics.guard,
+        "device_class": "enum",
+        "options": list(GUARD_HA_STATES),
+        "icon": "mdi:car-key",
+    }

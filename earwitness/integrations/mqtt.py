@@ -33,7 +33,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from earwitness.config import HubConfig
 from earwitness.daemon.events import EventChange, SensorState
 from earwitness.daemon.supervisor import supervised_thread
+from earwitness.guard.machine import GuardState
 from earwitness.integrations.discovery import Topics, discovery_messages
+from earwitness.integrations.guard_link import HubGuard
 from earwitness.integrations.outbox import Outbox, outbox_path
 from earwitness.integrations.sinks import SinkContext
 
@@ -69,6 +71,9 @@ class MqttHubSink:
         self._source_names = {s.name for s in self._sources}
         self._labels = list(context.labels) if hub.route.labels is None else [l for l in hub.route.labels if l in context.labels]
         self._log = log.bind(hub=hub.name)
+        self._guard: HubGuard | None = None
+        if config.guard.enabled and context.guard_input is not None:
+            self._guard = HubGuard(hub, config.guard, self._topics, context.guard_input, self._log)
         self._outbox: Outbox | None = None
         self._incoming: queue.SimpleQueue[tuple[bytes, tuple[str, str]] | None] = queue.SimpleQueue()
         """Event messages (and their live ON/OFF state) for the outbox writer thread, in order."""
@@ -129,6 +134,11 @@ class MqttHubSink:
         live = (self._topics.state(event.source.name, event.label), "OFF" if change.type == "end" or event.ended_at is not None else "ON")
         self._incoming.put((payload, live))
 
+    def handle_guard(self, state: GuardState, alarm: bool) -> None:
+        if self._guard is not None:
+            self._guard.update(state, alarm)
+            self._wake.set()
+
     def handle_sensor(self, state: SensorState) -> None:
         if state.source.name not in self._source_names:
             return
@@ -182,6 +192,8 @@ class MqttHubSink:
             except Exception as error:
                 self._log.exception("mqtt hub failed, will reconnect")
                 self._error, connected = f"{type(error).__name__}: {error}", False
+            if self._guard is not None:
+                self._guard.disconnected()
             if self._stop.is_set():
                 break
             delay = self.hub.reconnect_min_s if connected else delay
@@ -280,6 +292,8 @@ class MqttHubSink:
             client.subscribe(f"{self.hub.discovery.prefix}/status", qos=1)
         if self.hub.allow_remote_control:
             client.subscribe(self._topics.sensor_set_filter, qos=1)
+        if self._guard is not None:
+            self._guard.connected(client)
         with self._lock:
             self._sensors_dirty = set(self._sensors)
         self._announce = self.hub.discovery.enabled
@@ -289,7 +303,8 @@ class MqttHubSink:
         hub = self.hub
         if self._announce:
             self._announce = False
-            messages = discovery_messages(hub, self._device, [(s.name, s.location) for s in self._sources], self._labels)
+            messages = discovery_messages(hub, self._device, [(s.name, s.location) for s in self._sources], self._labels,
+                                          guard=self._guard is not None)
             for topic, payload in messages:
                 client.publish(topic, payload, qos=1, retain=True)
             self._log.info("mqtt discovery announced", prefix=hub.discovery.prefix, configs=len(messages))
@@ -298,6 +313,8 @@ class MqttHubSink:
             self._sensors_dirty.clear()
         for source, enabled in dirty.items():
             client.publish(self._topics.sensor(source), "enabled" if enabled else "disabled", qos=1, retain=True)
+        if self._guard is not None:
+            self._guard.send(client)
         while not self._live.empty():
             topic, payload = self._live.get_nowait()
             client.publish(topic, payload, qos=hub.qos, retain=False)
@@ -421,6 +438,8 @@ class MqttHubSink:
                     self._sensors_dirty = set(self._sensors)
                 self._wake.set()
             return
+        if self._guard is not None and self._guard.on_message(topic, payload, message.retain):
+            return
         parts = topic.split("/")
         if (
             self.hub.allow_remote_control
@@ -496,5 +515,7 @@ class _suppress:
 
 
 def build_mqtt_sinks(context: SinkContext) -> list[MqttHubSink]:
-    """One sink per configured hub."""
-    return [MqttHubSink(hub, context) for hub in context.config.hubs]
+    """One sink per configured hub; the car guard's hub first, so that it hears of an alarm first."""
+    guard = context.config.guard
+    hubs = sorted(context.config.hubs, key=lambda hub: not (guard.enabled and hub.name == guard.hub))
+    return [MqttHubSink(hub, context) for hub in hubs]

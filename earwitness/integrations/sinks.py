@@ -15,12 +15,15 @@ import structlog
 from earwitness.config import Config, JsonLinesConfig
 from earwitness.daemon.events import EventChange, SensorState
 from earwitness.daemon.health import Health
+from earwitness.guard.machine import GuardInput, GuardState
 
 log = structlog.get_logger(__name__)
 
 
 class Sink(Protocol):
-    """Receives event changes and sensor states. Handlers must return quickly and be thread-safe."""
+    """Receives event changes and sensor states. Handlers must return quickly and be thread-safe.
+
+    A sink that publishes the car guard's state also has `handle_guard(state, alarm)`."""
 
     name: str
 
@@ -47,6 +50,8 @@ class SinkContext:
     """Switch a source's sensor on or off at run time (remote control)."""
     labels: list[str]
     """The labels the detectors can report (every source has the same detectors)."""
+    guard_input: Callable[[GuardInput], None] | None = None
+    """Hand vehicle state and ARM/DISARM to the guard (through the daemon's control queue); None: no guard."""
 
 
 class Dispatcher:
@@ -100,6 +105,13 @@ class Dispatcher:
         log.info("sensor", source=state.source.name, enabled=state.enabled, reason=state.reason)
         for sink in self.sinks:
             self._call(sink, "sensor", sink.handle_sensor, state)
+
+    def guard(self, state: GuardState, alarm: bool) -> None:
+        """The guard's new state, to the sinks in order (the guard's hub is first among the hubs)."""
+        for sink in self.sinks:
+            handle = getattr(sink, "handle_guard", None)
+            if handle is not None:
+                self._call(sink, "guard", handle, state, alarm)
 
     def close(self) -> None:
         for sink in self.sinks:
