@@ -20,6 +20,10 @@ Every figure is measured in one run on this machine:
   start-up; `startup_s` is the same figure under its older name. Latency runs from the
   moment an event's onset is played (the first 10 ms of the clip within 20 dB of its
   loudest) to the moment the subscriber receives its `start` message.
+* `gate_listen_cpu_percent`, `gate_events_received`, `gate_latency_ms_p50|p95`: the same, with the
+  energy gate of low-power listening on (`gate.enabled`); `quiet_listen_cpu_percent` and
+  `gate_quiet_listen_cpu_percent`: a third as long of the room noise alone (a parked car at night),
+  without and with the gate.
 * `runtime_install_mb`: the size on disk of earwitness and of every distribution a plain
   install (no extras) pulls in, as installed in this environment (null if one is missing).
 """
@@ -87,6 +91,8 @@ def main(json_path: Path | None, data_dir: Path, yamnet_path: Path, windows: int
         results.update(_detect_x_realtime(workdir, scene))
         _progress(results)
         results.update(_listen(workdir, scene))
+        _progress(results)
+        results.update(_gate_figures(workdir, scene, data_dir, listen_s))
     _print_table(results)
     if json_path is not None:
         json_path.write_text(json.dumps(results, indent=2) + "\n")
@@ -157,12 +163,12 @@ def _yamnet_ms(path: Path, audio_windows: list[np.ndarray]) -> float | None:
     return _median_ms(run, audio_windows)
 
 
-def _scene(data_dir: Path, duration_s: float, spacing_s: float) -> Scene:
-    """Quiet room noise with events every `spacing_s`: real glass breaks from the corpus when the
-    shipped classifier is the detector and the corpus is there, else tone bursts for `energy`."""
+def _scene(data_dir: Path, duration_s: float, spacing_s: float, events: bool = True) -> Scene:
+    """Quiet room noise with events every `spacing_s` (none without `events`): real glass breaks from the
+    corpus when the shipped classifier is the detector and the corpus is there, else tone bursts for `energy`."""
     rng = np.random.default_rng(1)
     audio = rng.normal(0, 10 ** (-50 / 20), int(duration_s * SAMPLE_RATE)).astype(np.float32)
-    onsets = list(np.arange(2.0, duration_s - spacing_s, spacing_s))
+    onsets = list(np.arange(2.0, duration_s - spacing_s, spacing_s)) if events else []
     clips = _glass_clips(data_dir) if "classifier" in {d.type for d in Config().detectors} else []
     played = []
     for i, onset in enumerate(onsets):
@@ -246,9 +252,22 @@ class _Mosquitto:
         self.process.wait(5)
 
 
-def _listen(workdir: Path, scene: Scene) -> dict[str, Any]:
+def _gate_figures(workdir: Path, scene: Scene, data_dir: Path, listen_s: float) -> dict[str, Any]:
+    """Low-power listening: the same scene with the energy gate on, and a quiet scene (the -50 dBFS room
+    noise, no event) without and with it."""
+    gate = {"gate": {"enabled": True}}
+    gated = _listen(workdir / "gate", scene, gate)
+    quiet = _scene(data_dir, duration_s=max(listen_s / 3, 2 * WARM_UP_S), spacing_s=SPACING_S, events=False)
+    results = {f"gate_{key}": gated[key] for key in ("listen_cpu_percent", "events_received", "latency_ms_p50", "latency_ms_p95")}
+    results["quiet_listen_cpu_percent"] = _listen(workdir / "quiet", quiet)["listen_cpu_percent"]
+    results["gate_quiet_listen_cpu_percent"] = _listen(workdir / "quiet-gate", quiet, gate)["listen_cpu_percent"]
+    return results
+
+
+def _listen(workdir: Path, scene: Scene, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     import paho.mqtt.client as mqtt
 
+    workdir.mkdir(exist_ok=True)
     broker = _Mosquitto(workdir)
     received: list[tuple[float, dict]] = []
     subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-subscriber")
@@ -259,7 +278,8 @@ def _listen(workdir: Path, scene: Scene) -> dict[str, Any]:
 
     config = {"device_id": "bench", "state_dir": str(workdir / "state"), "log_level": "warning",
               "sources": [{"name": "bench", "input": "-"}], "outputs": {"jsonl": {"enabled": False}},
-              "hubs": [{"name": "local", "host": "127.0.0.1", "port": broker.port, "discovery": {"enabled": False}}]}
+              "hubs": [{"name": "local", "host": "127.0.0.1", "port": broker.port, "discovery": {"enabled": False}}],
+              **(settings or {})}
     config_path = workdir / "bench.yaml"
     config_path.write_text(yaml.safe_dump(config))
     notify_path = workdir / "notify.sock"

@@ -32,6 +32,15 @@ class WindowFeatures:
         return 20.0 * np.log10(max(rms, 1e-10))
 
     @property
+    def audio(self) -> np.ndarray:
+        return self._audio
+
+    def detached(self) -> "WindowFeatures":
+        """A copy that owns its audio and log-mel (the windower's are views it reuses); no scores yet."""
+        logmel = None if self._logmel is None else np.array(self._logmel)
+        return WindowFeatures(self._audio.copy(), self._frontend, logmel)
+
+    @property
     def logmel(self) -> np.ndarray:
         """The frontend's feature matrix for this window (given by the windower, or computed on first use)."""
         if self._logmel is None:

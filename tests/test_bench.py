@@ -13,7 +13,8 @@ from tests.mqtt_broker import MOSQUITTO
 
 KEYS = {"model_ms_per_window", "frontend_ms_per_window", "yamnet_ms_per_window", "detect_x_realtime",
         "listen_cpu_percent", "rss_mb", "startup_s", "latency_ms_p50", "latency_ms_p95", "latency_ms_max",
-        "start_to_listening_s", "runtime_install_mb"}
+        "start_to_listening_s", "runtime_install_mb", "gate_listen_cpu_percent", "gate_latency_ms_p95",
+        "quiet_listen_cpu_percent", "gate_quiet_listen_cpu_percent"}
 
 
 @pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
@@ -28,5 +29,6 @@ def test_bench_writes_every_figure(tmp_path: Path, shared_data: Path) -> None:
     figures = json.loads(out.read_text())
     assert KEYS <= set(figures)
     assert figures["events_played"] == 3 and figures["events_received"] >= 2
+    assert figures["gate_events_received"] >= 2, "the energy gate lets the glass breaks through"
     assert all(isinstance(figures[key], (int, float)) for key in KEYS - {"yamnet_ms_per_window"})
     assert "latency_ms_p95" in result.stdout

@@ -122,6 +122,11 @@ def test_long_day_finds_an_inserted_glass_break_soon_after_it_begins(tiny_corpus
     # False events are those of the day without the glass break, each with what was playing.
     assert figures["false_alarms_per_24h"]["glass_break"] == len(sources["glass_break"]) * 24 / 0.1
     assert all(s["condition"] == "long_day" and s["path"] for lb in sources for s in sources[lb])
+    # The energy gate of low-power listening costs no recall, and the model runs on part of the day only.
+    gate = figures["gate"]
+    assert gate["incident_recall"] == gate["incident_recall_without"] == figures["incident_recall"], gate
+    assert gate["missed_only_with_gate"] == []
+    assert 0 < gate["model_windows_share"] < 1, gate
 
     # The day with incidents replays the scores of windows that hold none of them: the same
     # events as scoring every window.

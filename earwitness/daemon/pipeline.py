@@ -19,6 +19,7 @@ from earwitness.daemon.tracker import EventTracker
 from earwitness.daemon.windows import Window, Windower
 from earwitness.detectors import DetectorContext, build_detectors
 from earwitness.detectors.base import Detector
+from earwitness.detectors.gate import EnergyGate, level_dbfs
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +81,12 @@ class Pipeline:
         """Stream time up to which the tracker has seen the audio (the end of the newest window):
         when an event change is emitted, the time on the stream at which it could be sent."""
         self._clock = StreamClock()
+        self._gate = EnergyGate(config.gate) if config.gate.enabled else None
+        self._held: list[Window] = []
+        """Windows the gate turned away, kept (copied) for `pre_roll_s`: scored if a later one passes."""
+        self.windows_seen = 0
+        self.windows_scored = 0
+        """With the gate: how many windows the gated detectors ran on (the rest scored 0)."""
 
     def models(self) -> dict[str, str]:
         """The detector (name and version) that scores each label."""
@@ -101,6 +108,9 @@ class Pipeline:
     def finish(self) -> None:
         """End every open event: the stream ended or the source was switched off."""
         if self._tracker is not None:
+            if self._held:
+                self._score_and_observe([(window, False) for window in self._held])
+                self._held = []
             self._tracker.finish()
         for detector in self._detectors:
             close = getattr(detector, "close", None)
@@ -125,25 +135,61 @@ class Pipeline:
 
         A detector with `score_windows` scores them all in one call (one model run for a long
         chunk, as `detect` and `eval` read); the tracker still sees one window at a time."""
+        self.windows_seen += len(windows)
+        self._score_and_observe(self._gated(windows) if self._gate is not None else [(w, True) for w in windows])
+
+    def _gated(self, windows: list[Window]) -> list[tuple[Window, bool]]:
+        """(window, run the gated detectors) in stream order: a window the gate passes brings the held
+        windows before it (its pre-roll) with it; a held window older than the pre-roll goes on unscored."""
+        assert self._gate is not None
+        hop = int(round(self._config.windows.hop_s * SAMPLE_RATE))
+        keep = int(round(self._config.gate.pre_roll_s / self._config.windows.hop_s))
+        decided: list[tuple[Window, bool]] = []
+        for window in windows:
+            if self._gate.admit(level_dbfs(window.audio[-hop:]), window.start_s):
+                decided += [(held, True) for held in self._held] + [(window, True)]
+                self._held = []
+                continue
+            self._held.append(_copy(window))  # the windower's views are reused by its next push
+            while len(self._held) > keep:
+                decided.append((self._held.pop(0), False))
+        return decided
+
+    def _score_and_observe(self, decided: list[tuple[Window, bool]]) -> None:
         assert self._tracker is not None
+        if not decided:
+            return
         began = time.perf_counter()
+        scored = [window for window, run in decided if run]
+        self.windows_scored += len(scored)
         for detector in self._detectors:
+            gated = self._gate is not None and getattr(detector, "gated", True)
+            targets = scored if gated else [window for window, _ in decided]
+            if not targets:
+                continue
             score_windows = getattr(detector, "score_windows", None)
-            scores = score_windows(windows) if score_windows is not None else [detector.score(w) for w in windows]
-            for window, window_scores in zip(windows, scores):
+            scores = score_windows(targets) if score_windows is not None else [detector.score(w) for w in targets]
+            for window, window_scores in zip(targets, scores):
                 window.features.scores.update(window_scores)
         if self._stats is not None:
-            per_window_s = (time.perf_counter() - began) / len(windows)
-            for _ in windows:
+            per_window_s = (time.perf_counter() - began) / len(decided)
+            for _ in decided:
                 self._stats.record_window(per_window_s)
-        for window in windows:
+        silent = {label: 0.0 for d in self._detectors for label in d.labels}
+        for window, _ in decided:
             # An event starting with this window is placed at its centre: the classifier fires a few
             # frames after a sound begins, and on the labelled recording the centre matches onsets best.
             at_s = window.start_s + window.duration_s / 2
+            scores = {**silent, **window.features.scores}
             # Arguments only: below debug level the call is a no-op, and nothing is built on this hot path.
-            log.debug("window", source=self.source.name, start_s=window.start_s, scores=window.features.scores)
+            log.debug("window", source=self.source.name, start_s=window.start_s, scores=scores)
             self.observed_until_s = window.end_s
-            self._tracker.observe(window.features.scores, at_s, window.end_s, window.features.shared.get("details"))
+            self._tracker.observe(scores, at_s, window.end_s, window.features.shared.get("details"))
+
+
+def _copy(window: Window) -> Window:
+    features = window.features.detached()
+    return Window(features.audio, window.start_s, features)
 
 
 def build_pipeline(

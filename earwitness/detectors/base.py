@@ -14,7 +14,8 @@ class Detector(Protocol):
     start threshold per label, which the config's `events` section may override.
     A detector may also have `event_settings` (label -> event-tracker settings its
     figures were measured with, e.g. `merge_gap_s`) and `frontend` (the feature
-    function behind `window.features.logmel`).
+    function behind `window.features.logmel`), and `gated = False` when it is cheap enough to run on the
+    windows the energy gate of low-power listening turns away).
     """
 
     name: str

@@ -157,11 +157,13 @@ class ClassifierDetector:
     def score_windows(self, windows: Sequence) -> list[dict[str, float]]:
         """Scores of consecutive windows of one stream, in one model run (see `score`)."""
         if self._auto_span:
-            # Score the stretch of time each window adds: its hop, read from the window spacing.
+            # Score the stretch of time each window adds: its hop, read from the window spacing (the
+            # smallest seen: windows the energy gate turned away leave wider gaps).
             for window in windows:
                 last, self._last_start_s = self._last_start_s, window.start_s
-                if last is not None and 0 < window.start_s - last <= len(window.audio) / 16000.0:
-                    self.score_span_s = window.start_s - last
+                spacing = window.start_s - last if last is not None else 0.0
+                if 0 < spacing <= len(window.audio) / 16000.0 and (self.score_span_s is None or spacing < self.score_span_s):
+                    self.score_span_s = spacing
         logmel = np.stack([window.features.logmel for window in windows])
         outputs = self._run.with_teacher_classes(logmel)
         probs, emb = self._probabilities(outputs[0], outputs[1], len(windows[0].audio) / 16000.0)

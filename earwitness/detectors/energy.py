@@ -20,6 +20,8 @@ class EnergyDetector:
 
     name = "energy"
     version = "1"
+    gated = False
+    """As cheap as the energy gate itself: it runs on every window, and keeps its own floor."""
 
     def __init__(self, config: EnergyDetectorConfig) -> None:
         self._config = config

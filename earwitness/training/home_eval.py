@@ -121,6 +121,11 @@ def print_home(home: dict) -> None:
         tta = day["time_to_alarm_ms"]
         if tta["p50"] is not None:
             print(f"  time to alarm: p50 {tta['p50']:.0f} ms, p95 {tta['p95']:.0f} ms")
+        gate = day.get("gate")
+        if gate:
+            print(f"  with the energy gate: the model ran on {gate['model_windows_share']:.1%} of the windows; "
+                  + ", ".join(f"{lb} incident recall {r:.3f} (without {gate['incident_recall_without'][lb]:.3f})"
+                              for lb, r in gate["incident_recall"].items()))
     for lb, d in home["labels"].items():
         if d["false_alarm_sources"]:
             print(f"\nstill fires {lb}:")

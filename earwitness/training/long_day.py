@@ -353,8 +353,9 @@ class Replay(DetectorView):
 
 
 def stream_day(config, detector, renderer: DayRenderer, chunk_s: float = 10.0, progress: bool = True,
-               desc: str = "long day") -> list[DayEvent]:
-    """Stream the rendered day through a fresh pipeline; the events it raised."""
+               desc: str = "long day", shares: list[float] | None = None) -> list[DayEvent]:
+    """Stream the rendered day through a fresh pipeline; the events it raised. `shares` gets the share
+    of the windows the detector ran on (below 1 with the energy gate)."""
     from tqdm import tqdm
 
     from earwitness.daemon.events import EventChange, SourceInfo
@@ -377,6 +378,8 @@ def stream_day(config, detector, renderer: DayRenderer, chunk_s: float = 10.0, p
             pipeline.process(chunk)
             bar.update(len(chunk) // SAMPLE_RATE)
     pipeline.finish()
+    if shares is not None:
+        shares.append(pipeline.windows_scored / max(1, pipeline.windows_seen))
     return events
 
 
@@ -406,6 +409,35 @@ def match_incidents(placed: list[Placed], events: list[DayEvent]) -> list[Incide
             used.add(match)
         out.append(IncidentResult(p, events[match] if match is not None else None))
     return out
+
+
+def _gate_figures(config, log: ScoreLog, spans: list[tuple[int, int]], day: DayRenderer,
+                  without: list[IncidentResult], progress: bool) -> dict:
+    """The day with incidents again (`day`: a fresh renderer of it), with the energy gate of low-power
+    listening (the config's `gate` settings, switched on): its incident recall beside the one without,
+    and how often the model ran."""
+    gated = config.model_copy(update={"gate": config.gate.model_copy(update={"enabled": True})})
+    shares: list[float] = []
+    events = stream_day(gated, Replay(log, spans), day, progress=progress, desc="long day with incidents, gated",
+                        shares=shares)
+    results = match_incidents(day.placed, events)
+    labels = sorted({r.placed.sound.label for r in results})
+
+    def recall(rs: list[IncidentResult], label: str) -> float:
+        mine = [r for r in rs if r.placed.sound.label == label]
+        return round(sum(r.event is not None for r in mine) / len(mine), 4)
+
+    return {
+        "settings": gated.gate.model_dump(exclude={"enabled"}),
+        "incident_recall": {lb: recall(results, lb) for lb in labels},
+        "incident_recall_without": {lb: recall(without, lb) for lb in labels},
+        "time_to_alarm_ms": _percentiles_ms([r.time_to_alarm_s for r in results if r.event is not None]),
+        "model_windows_share": round(shares[0], 4),
+        "missed_only_with_gate": [
+            {"path": r.placed.sound.path, "label": r.placed.sound.label, "condition": r.placed.sound.condition,
+             "onset_s": round(r.placed.onset_s, 2)}
+            for r, w in zip(results, without) if r.event is None and w.event is not None],
+    }
 
 
 def _percentiles_ms(values: list[float]) -> dict[str, float | None]:
@@ -470,6 +502,8 @@ def long_day(config, detector, data_dir: str | Path, items: Sequence[Item], hour
             "emitted": _percentiles_ms([r.event.emitted_s - r.placed.onset_s for r in found])}
         figures["time_to_alarm_ms_by_label"] = {
             lb: _percentiles_ms([r.time_to_alarm_s for r in rs if r.event is not None]) for lb, rs in by_label.items()}
+        figures["gate"] = _gate_figures(config, log, spans, DayRenderer(data_dir, plan, incidents=True, seed=seed),
+                                        results, progress)
         figures["missed_incidents"] = [
             {"path": r.placed.sound.path, "label": r.placed.sound.label, "condition": r.placed.sound.condition,
              "peak_dbfs": round(r.placed.peak_dbfs, 1), "onset_s": round(r.placed.onset_s, 2)}
