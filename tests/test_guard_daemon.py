@@ -252,3 +252,47 @@ def test_the_car_guard_end_to_end(vehicle: str, tmp_path: Path, shared_data: Pat
         assert last_guard(home)["state"] == "armed" and last_guard(home)["since"] == armed["since"]
     finally:
         player.stop()
+
+
+def test_arm_and_disarm_by_hand_and_the_home_assistant_alarm_panel(tmp_path: Path, cleanup: list) -> None:
+    from tests.test_mqtt import burst_loop, daemon_config, source
+    from tests.test_mqtt import start_daemon as start_file_daemon
+
+    broker = Broker(tmp_path / "broker").start()
+    cleanup.append(broker)
+    subscriber = Subscriber(broker, ["#"], persistent=False)
+    cleanup.append(subscriber)
+    audio = burst_loop(tmp_path / "cabin.wav", bursts=False)
+    guard = {"enabled": True, "hub": "vehicle", "arming_delay_s": 0.3}
+    config = daemon_config(tmp_path, [source("cabin", audio, "vehicle")],
+                           [hub("vehicle", broker, allow_remote_control=True, discovery={"enabled": True}),
+                            hub("home", broker, prefix="homehub")], guard=guard)
+    topic, command = f"earwitness/{DEVICE}/guard", f"earwitness/{DEVICE}/guard/set"
+    subscriber.publish(command, "ARM", retain=True)  # left on the broker: stale by the time the daemon starts
+    daemon = start_file_daemon(tmp_path, config)
+    cleanup.append(daemon)
+    daemon.wait_for_log("mqtt guard command ignored: retained commands are stale")
+    subscriber.publish(command, "", retain=True)  # cleared
+    panel = wait_until(lambda: subscriber.on(f"homeassistant/alarm_control_panel/{DEVICE}/guard/config"), what="the panel")
+    settings = panel[-1].json()
+    assert {k: settings[k] for k in ("state_topic", "command_topic", "payload_arm_away", "payload_disarm",
+                                     "supported_features", "code_arm_required", "code_disarm_required")} == {
+        "state_topic": topic, "command_topic": command, "payload_arm_away": "ARM", "payload_disarm": "DISARM",
+        "supported_features": ["arm_away"], "code_arm_required": False, "code_disarm_required": False}
+    assert settings["availability_topic"] == f"earwitness/{DEVICE}/status"
+    assert "{{" in settings["value_template"] and "armed_away" in settings["value_template"]
+
+    def states(prefix: str = "earwitness") -> list[str]:
+        return [m.json()["state"] for m in subscriber.on(f"{prefix}/{DEVICE}/guard")]
+
+    wait_until(lambda: states() == ["disarmed"] and states("homehub") == ["disarmed"], what="disarmed at start")
+    subscriber.publish(command, "arm")
+    wait_until(lambda: states()[-2:] == ["arming", "armed"], what="armed by hand")
+    assert subscriber.on(topic)[-1].json()["why"] == "ARM from mqtt hub vehicle"
+    wait_until(lambda: states("homehub")[-1:] == ["armed"], what="armed, on the other hub too")
+    subscriber.publish(command, "SIREN")
+    daemon.wait_for_log("mqtt guard command ignored: payload must be ARM or DISARM")
+    subscriber.publish(command, "DISARM")
+    wait_until(lambda: states()[-1] == "disarmed", what="disarmed by hand")
+    assert states() == ["disarmed", "arming", "armed", "disarmed"]
+    assert daemon.stop() == 0
