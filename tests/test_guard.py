@@ -167,3 +167,22 @@ def test_a_bad_guard_config_is_a_clear_error_naming_the_key(guard: dict, message
     with pytest.raises(ConfigError) as error:
         parse_config({"hubs": [{"name": "car", "host": "localhost"}], "guard": guard})
     assert message in str(error.value)
+
+
+def test_the_guard_hub_is_told_first() -> None:
+    """The dispatcher hands every change (the alert, the guard state, the alarm) to the sinks in order."""
+    from earwitness.daemon.health import Health
+    from earwitness.integrations.mqtt import build_mqtt_sinks
+    from earwitness.integrations.sinks import SinkContext
+
+    config = parse_config({
+        "hubs": [{"name": "home", "host": "a"}, {"name": "car", "host": "b"}, {"name": "office", "host": "c"}],
+        "guard": {"enabled": True, "hub": "car"},
+    })
+    context = SinkContext(config=config, health=Health(), dispatch=lambda change: None,
+                          set_sensor=lambda source, on: None, labels=["glass_break"], guard_input=lambda command: None)
+    assert [sink.hub.name for sink in build_mqtt_sinks(context)] == ["car", "home", "office"]
+    unguarded = SinkContext(config=config.model_copy(update={"guard": config.guard.model_copy(update={"enabled": False})}),
+                            health=Health(), dispatch=lambda change: None, set_sensor=lambda source, on: None,
+                            labels=["glass_break"])
+    assert [sink.hub.name for sink in build_mqtt_sinks(unguarded)] == ["home", "car", "office"]
