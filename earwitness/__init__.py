@@ -10,5 +10,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __version__ = "0.1.0"
 
-SAMPLE_RATE = 16_000
-"""Every stage after the source works on 16 kHz mono float32 audio in [-1, 1]."""
+from earwitness.core.audio import SAMPLE_RATE  # noqa: E402  (after the environment above, as numpy must be)
+
+__all__ = ["SAMPLE_RATE", "__version__"]

@@ -51,9 +51,9 @@ import yaml
 
 from earwitness import SAMPLE_RATE
 from earwitness.config import Config
-from earwitness.daemon.windows import Window, Windower
+from earwitness.core.windows import Window, WindowFeatures
 from earwitness.detectors import build_detectors
-from earwitness.features import WindowFeatures
+from earwitness.detectors.frontend import Windower
 
 YAMNET_INPUT = 15_600
 CHUNK_S = 0.05

@@ -163,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from earwitness.daemon.events import EventChange, SourceInfo
+    from earwitness.core.events import EventChange, SourceInfo
     from earwitness.daemon.pipeline import Pipeline
     from earwitness.daemon.sources import SourceUnavailable, read_audio_blocks
     from earwitness.detectors import build_detectors

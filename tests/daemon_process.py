@@ -12,7 +12,6 @@ from typing import Any, Callable
 
 import yaml
 
-
 ENERGY = [{"type": "energy"}]
 """Daemon tests that play tone bursts use the energy detector (label `loud`): a tone is no glass break."""
 

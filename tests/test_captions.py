@@ -20,13 +20,21 @@ from structlog.testing import capture_logs
 
 from earwitness import SAMPLE_RATE
 from earwitness.config import DEFAULT_CAPTION_PROMPT, ClipsConfig, ConfigError, parse_config
-from earwitness.daemon.clips import CLIP_KEY, CLIP_PATH_KEY, WRITER, ClipRecorder, EventClip, prune_clips
-from earwitness.daemon.events import Event, EventChange, SourceInfo
-from earwitness.daemon.health import Health
+from earwitness.core.clips import CLIP_KEY, CLIP_PATH_KEY, EventClip
+from earwitness.core.events import Event, EventChange, SourceInfo
+from earwitness.core.health import Health
+from earwitness.daemon.clips import WRITER, ClipRecorder, prune_clips
 from earwitness.daemon.status import format_status
 from earwitness.integrations.captions import (
-    CaptionError, CaptionRequest, CaptionSink, CircuitBreaker, OpenAICaptioner, RateLimiter, event_context,
-    parse_completion, template_caption,
+    CaptionError,
+    CaptionRequest,
+    CaptionSink,
+    CircuitBreaker,
+    OpenAICaptioner,
+    RateLimiter,
+    event_context,
+    parse_completion,
+    template_caption,
 )
 from earwitness.integrations.captions.client import MAX_ERROR_BODY_BYTES
 from earwitness.integrations.sinks import Dispatcher, SinkContext

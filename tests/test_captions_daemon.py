@@ -23,7 +23,13 @@ from earwitness import SAMPLE_RATE
 from tests.audio import tone_bursts
 from tests.daemon_process import ENERGY, earwitness_command, write_config
 from tests.test_captions import (  # noqa: F401 (fixture)
-    CAPTION, FAILED, REFUSED, FakeLLM, closed_port_url, decode_wav, llm,
+    CAPTION,
+    FAILED,
+    REFUSED,
+    FakeLLM,
+    closed_port_url,
+    decode_wav,
+    llm,
 )
 
 SCHEMA = {"id", "type", "device", "source", "location", "label", "score", "started_at", "ended_at", "caption", "model"}

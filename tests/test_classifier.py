@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earwitness.daemon.windows import Window
+from earwitness.core.windows import Window, WindowFeatures
 from earwitness.detectors.classifier import ClassifierDetector, load_metadata
-from earwitness.features import WindowFeatures
 from earwitness.training.calibrate import window_scores
 from earwitness.training.data import AudioCache, read_manifest
 
@@ -130,7 +129,7 @@ def test_a_long_chunk_gives_the_events_of_one_window_at_a_time(shared_data, onnx
     """The pipeline scores a long chunk's windows in one model run; events and peaks stay those of
     the daemon's small chunks (one window per call)."""
     from earwitness.config import load_config
-    from earwitness.daemon.events import SourceInfo
+    from earwitness.core.events import SourceInfo
     from earwitness.daemon.pipeline import Pipeline
 
     cache = AudioCache(shared_data, None)

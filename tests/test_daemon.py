@@ -9,7 +9,6 @@ import subprocess
 import time
 from pathlib import Path
 
-
 from tests.audio import tone_bursts, write_bursts
 from tests.daemon_process import ENERGY, earwitness_command, write_config
 

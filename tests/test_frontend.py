@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earwitness.frontend import N_MELS, LogMel, n_frames
+from earwitness.detectors.frontend import N_MELS, LogMel, n_frames
 
 PARITY_TOLERANCE = 1e-4
 """Max absolute difference of log-mel (natural log) between the numpy and the torch frontend."""

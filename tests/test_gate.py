@@ -10,7 +10,7 @@ import numpy as np
 import soundfile
 
 from earwitness.config import Config, GateConfig, SourceConfig
-from earwitness.daemon.events import EventChange
+from earwitness.core.events import EventChange
 from earwitness.daemon.pipeline import build_pipeline
 from earwitness.detectors.gate import EnergyGate
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from earwitness.daemon.events import Event, EventChange, SourceInfo
+from earwitness.core.events import Event, EventChange, SourceInfo
 from earwitness.integrations.outbox import Outbox, outbox_path
 from tests.daemon_process import earwitness_command, write_config
 from tests.mqtt_broker import MOSQUITTO, Broker, Subscriber, wait_until

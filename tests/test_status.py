@@ -114,7 +114,7 @@ def test_the_table_shows_hubs_and_the_exit_code_flags_a_disconnected_hub() -> No
 
 
 def test_metrics_carry_hub_figures() -> None:
-    from earwitness.daemon.health import Health
+    from earwitness.core.health import Health
     from earwitness.integrations.prometheus import render_metrics
 
     health = Health()
@@ -133,7 +133,7 @@ def test_metrics_carry_hub_figures() -> None:
 
 
 def test_metrics_print_exact_values() -> None:
-    from earwitness.daemon.health import Health
+    from earwitness.core.health import Health
     from earwitness.integrations.prometheus import render_metrics
 
     health = Health()

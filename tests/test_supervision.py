@@ -13,10 +13,10 @@ import numpy as np
 from structlog.testing import capture_logs
 
 from earwitness.config import ClipsConfig
+from earwitness.core.health import Health
+from earwitness.core.supervision import supervise_task
 from earwitness.daemon.clips import ClipWriter
-from earwitness.daemon.health import Health
 from earwitness.daemon.status import exit_code, format_status
-from earwitness.daemon.supervisor import supervise_task
 from tests.audio import tone_bursts
 from tests.daemon_process import ENERGY, earwitness_command, write_config
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from earwitness.config import parse_config
-from earwitness.daemon.health import Health
+from earwitness.core.health import Health
 from earwitness.daemon.service import Daemon
 from earwitness.integrations.systemd import Notifier, SystemdObserver, status_line, watchdog_interval_s
 from tests.audio import tone_bursts, write_bursts

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from earwitness.config import parse_config
-from earwitness.daemon.events import EventChange, SourceInfo
-from earwitness.daemon.tracker import EventTracker
+from earwitness.core.events import EventChange, SourceInfo
+from earwitness.detectors.tracker import EventTracker
 
 HOP = 0.25
 

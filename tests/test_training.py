@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-
 from datetime import datetime, timezone
 
 import numpy as np
 
-from earwitness.daemon.events import Event, SourceInfo
-from earwitness.daemon.windows import Window
-from earwitness.features import WindowFeatures
+from earwitness.core.events import Event, SourceInfo
+from earwitness.core.windows import Window, WindowFeatures
 from tests.test_classifier import torch_outputs, trained_network
 
 

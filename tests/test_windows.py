@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earwitness.daemon.windows import Window, Windower
+from earwitness.core.windows import Window, WindowFeatures
 from earwitness.detectors.classifier import ClassifierDetector
-from earwitness.features import WindowFeatures
-from earwitness.frontend import LogMel, n_frames
+from earwitness.detectors.frontend import LogMel, Windower, n_frames
 from tests.audio import tone_bursts
 from tests.test_frontend import PARITY_TOLERANCE
 

@@ -33,7 +33,7 @@ CHAT_TEMPLATE = (
 def build_model(directory: Path) -> Path:
     """Write the tokenizer and model to `directory` (a few kB, well under a second once torch is imported)."""
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))

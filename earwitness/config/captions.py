@@ -10,7 +10,6 @@ from pydantic import Field, field_validator, model_validator
 
 from earwitness.config.base import StrictModel
 
-
 DEFAULT_CAPTION_PROMPT = (
     "You caption sound events heard by a home or vehicle sound sensor. Reply with one short sentence "
     "in plain language (at most 20 words) saying what was most likely heard and where. Use the attached "

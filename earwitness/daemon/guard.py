@@ -14,7 +14,7 @@ from typing import Callable
 import structlog
 
 from earwitness.config import GuardConfig
-from earwitness.daemon.events import EventChange
+from earwitness.core.events import EventChange
 from earwitness.guard.machine import GuardInput, GuardMachine, GuardState, Saved, VehicleLink, VehicleMessage
 from earwitness.guard.rules import VehicleRule
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import bisect
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Sequence
 
 import numpy as np
@@ -12,47 +11,18 @@ import structlog
 
 from earwitness import SAMPLE_RATE
 from earwitness.config import Config, SourceConfig
+from earwitness.core.clocks import StreamClock
+from earwitness.core.events import EventChange, SourceInfo
+from earwitness.core.health import SourceStats
+from earwitness.core.windows import Window
 from earwitness.daemon.clips import ClipRecorder
-from earwitness.daemon.events import EventChange, SourceInfo
-from earwitness.daemon.health import SourceStats
-from earwitness.daemon.tracker import EventTracker
-from earwitness.daemon.windows import Window, Windower
 from earwitness.detectors import DetectorContext, build_detectors
 from earwitness.detectors.base import Detector
+from earwitness.detectors.frontend import Windower
+from earwitness.detectors.tracker import EventTracker
 from earwitness.detectors.gate import EnergyGate, level_dbfs
 
 log = structlog.get_logger(__name__)
-
-
-CLOCK_GAP_S = 1.0
-"""Audio captured this much later than the stream's continuation marks a gap (a stalled device, a paused
-pipe): the stream's wall clock is set again from it. Audio that comes earlier (a pipe faster than real
-time, a device's jitter) keeps the stream continuous."""
-CLOCK_ANCHORS = 256
-
-
-class StreamClock:
-    """When each point of a stream (seconds of audio since the pipeline began) was captured, so that
-    event times are capture times, not the times the pipeline got to them."""
-
-    def __init__(self) -> None:
-        self._anchors: list[tuple[float, float]] = []
-        """(stream seconds, epoch seconds) where the stream was (re)anchored to the wall clock, oldest first."""
-        self._stream_s = 0.0
-
-    def feed(self, duration_s: float, captured_at: float) -> None:
-        if not self._anchors or captured_at - self._epoch(self._stream_s) > CLOCK_GAP_S:
-            self._anchors.append((self._stream_s, captured_at))
-            del self._anchors[:-CLOCK_ANCHORS]
-        self._stream_s += duration_s
-
-    def at(self, stream_s: float) -> datetime:
-        return datetime.fromtimestamp(self._epoch(stream_s), timezone.utc)
-
-    def _epoch(self, stream_s: float) -> float:
-        index = max(0, bisect.bisect_right(self._anchors, (stream_s, float("inf"))) - 1)
-        anchor_s, epoch = self._anchors[index]
-        return epoch + (stream_s - anchor_s)
 
 
 class Pipeline:

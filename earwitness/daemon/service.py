@@ -19,14 +19,14 @@ import numpy as np
 import structlog
 
 from earwitness.config import Config, ConfigError, SourceConfig, load_config
-from earwitness.daemon.events import EventChange, SensorState, SourceInfo
+from earwitness.core.events import EventChange, SensorState, SourceInfo
+from earwitness.core.health import Health
+from earwitness.core.observers import DaemonObserver
+from earwitness.core.supervision import Backoff, TaskRecord, supervise_task
 from earwitness.daemon.guard import Guard
-from earwitness.daemon.health import Health
-from earwitness.daemon.observers import DaemonObserver
 from earwitness.daemon.pipeline import Pipeline, build_pipeline
 from earwitness.daemon.resources import check_files, check_resources, load_detectors
 from earwitness.daemon.sources import AudioSource, SourceUnavailable, open_source
-from earwitness.daemon.supervisor import Backoff, TaskRecord, supervise_task
 from earwitness.guard.machine import GuardCommand, GuardInput, GuardState, VehicleLink, VehicleMessage
 from earwitness.integrations.sinks import Dispatcher, Sink, SinkContext, build_sinks
 from earwitness.logs import configure_logging
@@ -203,6 +203,10 @@ class Daemon:
     @property
     def config(self) -> Config:
         return self._config
+
+    @property
+    def device_id(self) -> str:
+        return self._config.device_id
 
     @property
     def config_path(self) -> Path | None:

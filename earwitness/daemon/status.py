@@ -17,16 +17,13 @@ import stat
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import structlog
 
 from earwitness import __version__
+from earwitness.core.observers import DaemonObserver, RunningDaemon
 from earwitness.daemon.clips import WRITER
-from earwitness.daemon.observers import DaemonObserver
-
-if TYPE_CHECKING:
-    from earwitness.daemon.service import Daemon
 
 log = structlog.get_logger(__name__)
 
@@ -95,10 +92,10 @@ class StatusServer(DaemonObserver):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._server: asyncio.AbstractServer | None = None
-        self._daemon: Daemon | None = None
+        self._daemon: RunningDaemon | None = None
         self._started_at = time.time()
 
-    async def start(self, daemon: "Daemon") -> None:
+    async def start(self, daemon: RunningDaemon) -> None:
         self._daemon = daemon
         try:
             self._prepare_directory()

@@ -23,7 +23,7 @@ import numpy as np
 import structlog
 
 from earwitness.anomaly_model import NormalModel, NormalModelParams, StateError, write_state
-from earwitness.frontend import LogMel
+from earwitness.detectors.frontend import LogMel
 
 if TYPE_CHECKING:
     from earwitness.config import AnomalyDetectorConfig

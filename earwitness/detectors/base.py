@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from earwitness.daemon.windows import Window
+from earwitness.core.windows import Window
 
 
 class Detector(Protocol):

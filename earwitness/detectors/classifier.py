@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from earwitness.frontend import LogMel
+from earwitness.detectors.frontend import LogMel
 
 DEFAULT_MODEL = "earwitness-v2"
 

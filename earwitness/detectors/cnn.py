@@ -1,6 +1,6 @@
 """EarNet: a compact, streaming-friendly CNN over log-mel windows with per-frame outputs.
 
-Input: log-mel [B, frames, 64] (absolute level, from `earwitness.frontend`).
+Input: log-mel [B, frames, 64] (absolute level, from `earwitness.detectors.frontend`).
 The network first normalises each window (subtracts its mean log-mel), so a sound scores
 the same at any level above the noise floor; training adds +-30 dB gain on top.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from earwitness.config import EnergyDetectorConfig
-from earwitness.daemon.windows import Window
+from earwitness.core.windows import Window
 
 _SLOPE_DB = 3.0
 """Width of the logistic step around `rise_db`: 3 dB either side moves the score 0.27 -> 0.73."""

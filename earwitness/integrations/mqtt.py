@@ -31,8 +31,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from earwitness.config import HubConfig
-from earwitness.daemon.events import EventChange, SensorState
-from earwitness.daemon.supervisor import supervised_thread
+from earwitness.core.events import EventChange, SensorState
+from earwitness.core.supervision import supervised_thread
 from earwitness.guard.machine import GuardState
 from earwitness.integrations.discovery import Topics, discovery_messages
 from earwitness.integrations.guard_link import HubGuard

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import structlog
 
 from earwitness import __version__
 from earwitness.config import PrometheusConfig
-from earwitness.daemon.health import Health
-from earwitness.daemon.observers import DaemonObserver
-
-if TYPE_CHECKING:
-    from earwitness.daemon.service import Daemon
+from earwitness.core.health import Health
+from earwitness.core.observers import DaemonObserver, RunningDaemon
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +91,7 @@ class PrometheusExporter(DaemonObserver):
     def __init__(self, config: PrometheusConfig) -> None:
         self._config = config
         self._server: asyncio.AbstractServer | None = None
-        self._daemon: Daemon | None = None
+        self._daemon: RunningDaemon | None = None
 
     @property
     def port(self) -> int | None:
@@ -104,7 +100,7 @@ class PrometheusExporter(DaemonObserver):
             return None
         return self._server.sockets[0].getsockname()[1]
 
-    async def start(self, daemon: "Daemon") -> None:
+    async def start(self, daemon: RunningDaemon) -> None:
         self._daemon = daemon
         try:
             self._server = await asyncio.start_server(self._answer, self._config.host, self._config.port)
@@ -129,7 +125,7 @@ class PrometheusExporter(DaemonObserver):
                 status, body, kind = "405 Method Not Allowed", b"GET /metrics\n", "text/plain"
             elif path in ("/metrics", "/"):
                 assert self._daemon is not None
-                body = render_metrics(self._daemon.health, self._daemon.config.device_id).encode()
+                body = render_metrics(self._daemon.health, self._daemon.device_id).encode()
                 status, kind = "200 OK", CONTENT_TYPE
             else:
                 status, body, kind = "404 Not Found", b"see /metrics\n", "text/plain"

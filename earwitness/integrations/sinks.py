@@ -13,8 +13,8 @@ from typing import Any, Callable, Protocol, TextIO
 import structlog
 
 from earwitness.config import Config, JsonLinesConfig
-from earwitness.daemon.events import EventChange, SensorState
-from earwitness.daemon.health import Health
+from earwitness.core.events import EventChange, SensorState
+from earwitness.core.health import Health
 from earwitness.guard.machine import GuardInput, GuardState
 
 log = structlog.get_logger(__name__)

@@ -27,15 +27,12 @@ import asyncio
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import structlog
 
-from earwitness.daemon.health import Health
-from earwitness.daemon.observers import DaemonObserver
-
-if TYPE_CHECKING:
-    from earwitness.daemon.service import Daemon
+from earwitness.core.health import Health
+from earwitness.core.observers import DaemonObserver, RunningDaemon
 
 log = structlog.get_logger(__name__)
 
@@ -158,7 +155,7 @@ class SystemdObserver(DaemonObserver):
             return None
         return cls(notifier, watchdog_interval_s(env))
 
-    async def start(self, daemon: "Daemon") -> None:
+    async def start(self, daemon: RunningDaemon) -> None:
         self._health = daemon.health
         log.info("notifying systemd", watchdog_ping_s=self._watchdog_s)
         self._update_status()

@@ -32,8 +32,15 @@ import numpy as np
 from earwitness import SAMPLE_RATE
 from earwitness.training.augment import activity
 from earwitness.training.data import (
-    DEFAULT_HOLDOUT_GROUPS, LABEL_CLASSES, SCRATCH_LIKE, VALIDATION_ONLY_CLASSES, AudioCache, Item,
-    holdout_groups_from_sources, read_manifest, split_by_group,
+    DEFAULT_HOLDOUT_GROUPS,
+    LABEL_CLASSES,
+    SCRATCH_LIKE,
+    VALIDATION_ONLY_CLASSES,
+    AudioCache,
+    Item,
+    holdout_groups_from_sources,
+    read_manifest,
+    split_by_group,
 )
 from earwitness.training.metrics import roc_auc
 
@@ -63,7 +70,7 @@ def novel_classes_for(labels: list[str]) -> set[str]:
 def window_features(audio: np.ndarray, classifier=None, batch: int = 128) -> dict[str, np.ndarray]:
     """Per-window embedding, label probabilities, level and flux, as the daemon computes them."""
     from earwitness.detectors.anomaly import logmel_shape, signal_features
-    from earwitness.frontend import LogMel
+    from earwitness.detectors.frontend import LogMel
 
     frontend = LogMel()
     wl, hl = int(WINDOW_S * SAMPLE_RATE), int(HOP_S * SAMPLE_RATE)
@@ -160,10 +167,10 @@ def run_detector(feats: dict[str, np.ndarray], det_config, learn_s: float, thres
     from datetime import datetime, timezone
 
     from earwitness.config import EventsConfig
-    from earwitness.daemon.events import SourceInfo
-    from earwitness.daemon.tracker import EventTracker
+    from earwitness.core.events import SourceInfo
     from earwitness.detectors import DetectorContext
     from earwitness.detectors.anomaly import AnomalyDetector, feature_vector, label_features
+    from earwitness.detectors.tracker import EventTracker
 
     cfg = det_config.model_copy(update={"learn_s": learn_s, "persist": False})
     det = AnomalyDetector(cfg, DetectorContext(source="eval", state_dir=None, thresholds=thresholds))

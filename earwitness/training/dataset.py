@@ -22,7 +22,12 @@ import numpy as np
 from earwitness import SAMPLE_RATE
 from earwitness.training import augment as A
 from earwitness.training.data import (
-    HARD_NEGATIVE_CLASSES, SCRATCH_LIKE, VALIDATION_ONLY_CLASSES, AudioCache, Item, label_of,
+    HARD_NEGATIVE_CLASSES,
+    SCRATCH_LIKE,
+    VALIDATION_ONLY_CLASSES,
+    AudioCache,
+    Item,
+    label_of,
 )
 from earwitness.training.synth import synth_scratch
 

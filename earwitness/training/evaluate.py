@@ -107,7 +107,7 @@ def _readable_blocks(path: Path, failed: list[str] | None) -> Iterator[np.ndarra
 def run_blocks(config, detector, item: Item, blocks: Iterable[np.ndarray],
                pad: Callable[[int], np.ndarray] | None = None) -> RecordingResult:
     """Stream audio blocks through a fresh pipeline, between `pad(n)` samples (default: silence)."""
-    from earwitness.daemon.events import SourceInfo
+    from earwitness.core.events import SourceInfo
     from earwitness.daemon.pipeline import Pipeline
 
     pad = pad or (lambda n: np.zeros(n, np.float32))
@@ -132,8 +132,8 @@ def run_blocks(config, detector, item: Item, blocks: Iterable[np.ndarray],
 
 def replay_events(config, result: RecordingResult, thresholds: dict[str, float], event_settings: dict) -> list:
     """Events of recorded window scores at other thresholds, through the daemon's event tracker."""
-    from earwitness.daemon.events import SourceInfo
-    from earwitness.daemon.tracker import EventTracker
+    from earwitness.core.events import SourceInfo
+    from earwitness.detectors.tracker import EventTracker
 
     changes = []
     labels = list(result.scores)
@@ -298,9 +298,8 @@ def evaluate(data: str | Path, model: str | Path | None = None, out: str | Path 
              all_groups: bool = False, labels: list[str] | None = None, limit: int | None = None,
              progress: bool = True, long_day_hours: float = 24.0, seed: int = 0) -> dict:
     from earwitness.detectors.classifier import ClassifierDetector
-    from earwitness.training.calibrate import calibrate
-
     from earwitness.logs import configure_logging
+    from earwitness.training.calibrate import calibrate
 
     configure_logging("warning")  # the pipeline logs every window at debug level
     began = time.monotonic()

@@ -30,7 +30,7 @@ import numpy as np
 import soundfile as sf
 
 from earwitness import SAMPLE_RATE
-from earwitness.training.augment import activity, active_rms
+from earwitness.training.augment import active_rms, activity
 from earwitness.training.data import SCRATCH_LIKE, Item, label_of, load_audio
 from earwitness.training.evaluate import DetectorView
 
@@ -358,7 +358,7 @@ def stream_day(config, detector, renderer: DayRenderer, chunk_s: float = 10.0, p
     of the windows the detector ran on (below 1 with the energy gate)."""
     from tqdm import tqdm
 
-    from earwitness.daemon.events import EventChange, SourceInfo
+    from earwitness.core.events import EventChange, SourceInfo
     from earwitness.daemon.pipeline import Pipeline
 
     emitted: dict[str, float] = {}

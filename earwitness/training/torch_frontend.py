@@ -1,6 +1,6 @@
 """The log-mel frontend in torch, for training (batched tensors, on the training device).
 
-The same features as the run-time numpy frontend `earwitness.frontend` (its constants and
+The same features as the run-time numpy frontend `earwitness.detectors.frontend` (its constants and
 filterbank, its float64 FFT), so the model never sees features computed differently from those
 it was trained on; `tests/test_frontend.py` holds the two equal.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from earwitness.frontend import HOP_LENGTH, LOG_FLOOR, N_FFT, N_MELS, analysis_window, mel_filterbank
+from earwitness.detectors.frontend import HOP_LENGTH, LOG_FLOOR, N_FFT, N_MELS, analysis_window, mel_filterbank
 
 
 class LogMelFrontend(torch.nn.Module):

@@ -20,14 +20,20 @@ from tqdm import tqdm
 from earwitness import SAMPLE_RATE, __version__
 from earwitness.detectors.classifier import tail_slice
 from earwitness.detectors.cnn import FRAME_HOP_S, EarNet, n_params
-from earwitness.frontend import HOP_LENGTH, N_MELS, WIN_LENGTH
+from earwitness.detectors.frontend import HOP_LENGTH, N_MELS, WIN_LENGTH
 from earwitness.training import calibrate as C
 from earwitness.training.data import (
-    DEFAULT_HOLDOUT_GROUPS, LABEL_CLASSES, AudioCache, Item,
-    holdout_groups_from_sources, label_of, read_manifest, split_by_group,
+    DEFAULT_HOLDOUT_GROUPS,
+    LABEL_CLASSES,
+    AudioCache,
+    Item,
+    holdout_groups_from_sources,
+    label_of,
+    read_manifest,
+    split_by_group,
 )
-from earwitness.training.torch_frontend import LogMelFrontend
 from earwitness.training.pool import Pool, build_pool
+from earwitness.training.torch_frontend import LogMelFrontend
 from earwitness.training.yamnet import default_model_dir
 
 DEFAULT_LABELS = tuple(LABEL_CLASSES)

@@ -29,7 +29,13 @@ circuit breaker), `sink` (the queue, the workers, the endpoint check and the upd
 """
 
 from earwitness.integrations.captions.client import (
-    CaptionError, Captioner, OpenAICaptioner, TemplateCaptioner, build_captioner, is_loopback_url, parse_completion,
+    Captioner,
+    CaptionError,
+    OpenAICaptioner,
+    TemplateCaptioner,
+    build_captioner,
+    is_loopback_url,
+    parse_completion,
     wav_base64,
 )
 from earwitness.integrations.captions.guard import CircuitBreaker, RateLimiter

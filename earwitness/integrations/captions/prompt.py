@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from earwitness.daemon.clips import CLIP_KEY, EventClip
-from earwitness.daemon.events import Event
+from earwitness.core.clips import CLIP_KEY, EventClip
+from earwitness.core.events import Event
 
 LABEL_PHRASES = {
     "loud": "Loud sound",

@@ -12,10 +12,15 @@ from typing import TYPE_CHECKING
 import structlog
 
 from earwitness.config import CaptionsConfig
-from earwitness.daemon.clips import CLIP_KEY, EventClip
-from earwitness.daemon.events import Event, EventChange, SensorState
+from earwitness.core.clips import CLIP_KEY, EventClip
+from earwitness.core.events import Event, EventChange, SensorState
 from earwitness.integrations.captions.client import (
-    CaptionError, Captioner, OpenAICaptioner, TemplateCaptioner, build_captioner, is_loopback_url,
+    Captioner,
+    CaptionError,
+    OpenAICaptioner,
+    TemplateCaptioner,
+    build_captioner,
+    is_loopback_url,
 )
 from earwitness.integrations.captions.guard import CircuitBreaker, RateLimiter
 from earwitness.integrations.captions.prompt import CaptionRequest, template_caption

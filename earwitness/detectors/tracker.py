@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from earwitness.config import EventDefaults, EventsConfig
-from earwitness.daemon.events import Event, EventChange, SourceInfo
+from earwitness.core.events import Event, EventChange, SourceInfo
 
 UPDATE_MIN_RISE = 0.05
 """An update is sent when the peak score has risen by at least this much."""

@@ -8,16 +8,33 @@ never stops the daemon.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from earwitness.daemon.service import Daemon
+from earwitness.core.health import Health
+
+
+class RunningDaemon(Protocol):
+    """What an observer may read of the daemon it watches."""
+
+    @property
+    def health(self) -> Health: ...
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def config_path(self) -> Path | None: ...
+
+    def live_runners(self) -> int:
+        """Source runner tasks alive (there must never be more than one per enabled source)."""
+        ...
 
 
 class DaemonObserver:
     """Base class with no-op hooks; override what you need. Every hook runs on the daemon's event loop."""
 
-    async def start(self, daemon: "Daemon") -> None:
+    async def start(self, daemon: RunningDaemon) -> None:
         """The sinks are started and a runner exists for every enabled source."""
 
     def window(self, source: str) -> None:

@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 
 import structlog
 
-from earwitness.daemon.health import Health
+from earwitness.core.health import Health
 
 log = structlog.get_logger(__name__)
 

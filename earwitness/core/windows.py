@@ -1,11 +1,18 @@
-"""Features shared between detectors: computed once per window, on demand."""
+"""A window of audio on its stream's timeline, and the features its detectors share.
+
+Features are computed once per window, on demand; the windower may hand a window its log-mel
+ready-made (a view of the stream's rolling frames).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
+
+from earwitness.core.audio import SAMPLE_RATE
 
 Frontend = Callable[[np.ndarray], np.ndarray]
 """Maps a window of 16 kHz audio to a feature matrix (for example log-mel, frames x bands)."""
@@ -48,3 +55,24 @@ class WindowFeatures:
                 raise RuntimeError("no frontend configured for this pipeline")
             self._logmel = self._frontend(self._audio)
         return self._logmel
+
+
+@dataclass
+class Window:
+    """One window of 16 kHz mono audio, placed on the stream's timeline.
+
+    `audio` (and `features.logmel`) may be views of the windower's buffers: valid until the
+    windower's next `push`; a caller that keeps them longer copies them.
+    """
+
+    audio: np.ndarray
+    start_s: float
+    features: WindowFeatures = field(repr=False)
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
