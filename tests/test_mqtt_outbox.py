@@ -10,8 +10,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from earwitness.config import ConfigError, parse_config
-from earwitness.integrations.discovery import device_class, discovery_messages
-from earwitness.integrations.outbox import Outbox, outbox_path
+from earwitness.integrations.mqtt.discovery import device_class, discovery_messages
+from earwitness.integrations.mqtt.outbox import Outbox, outbox_path
 
 
 def test_outbox_keeps_order_across_reopen_and_deletes_on_ack(tmp_path: Path) -> None:

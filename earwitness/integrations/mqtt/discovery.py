@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 
 from earwitness import __version__
-from earwitness.config import HubConfig
+from earwitness.config.mqtt import HubConfig
+from earwitness.integrations.mqtt.topics import Topics
 
 EVENT_TYPES = ["start", "update", "end"]
 EVENT_ATTRIBUTES = ("id", "label", "score", "location", "started_at", "ended_at", "caption", "model")
@@ -40,47 +40,6 @@ def device_class(label: str) -> str:
 def safe_id(text: str) -> str:
     """Home Assistant ids allow only [a-zA-Z0-9_-]."""
     return re.sub(r"[^a-zA-Z0-9_-]", "_", text)
-
-
-@dataclass(frozen=True)
-class Topics:
-    """The topics of one hub for this device."""
-
-    prefix: str
-    device: str
-
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}/{self.device}"
-
-    @property
-    def status(self) -> str:
-        return f"{self.base}/status"
-
-    @property
-    def events(self) -> str:
-        return f"{self.base}/events"
-
-    def state(self, source: str, label: str) -> str:
-        return f"{self.base}/{source}/{label}"
-
-    def sensor(self, source: str) -> str:
-        return f"{self.base}/{source}/sensor"
-
-    def sensor_set(self, source: str) -> str:
-        return f"{self.base}/{source}/sensor/set"
-
-    @property
-    def sensor_set_filter(self) -> str:
-        return f"{self.base}/+/sensor/set"
-
-    @property
-    def guard(self) -> str:
-        return f"{self.base}/guard"
-
-    @property
-    def guard_set(self) -> str:
-        return f"{self.base}/guard/set"
 
 
 def discovery_messages(

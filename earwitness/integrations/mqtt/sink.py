@@ -1,4 +1,4 @@
-"""MQTT hubs: one sink per configured broker, each with its own threads; nothing runs on the event loop.
+"""One MQTT hub's sink, with its own threads; nothing runs on the event loop.
 
 `handle_event` queues the event message and returns at once. The hub's outbox writer thread
 stores it in the durable outbox (the SQLite commit and fsync happen there, in order) and
@@ -13,8 +13,8 @@ credentials only delays that hub's messages.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import queue
 import random
 import ssl
@@ -25,35 +25,37 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from earwitness.config import HubConfig
+from earwitness.config.mqtt import HubConfig
 from earwitness.core.events import EventChange, SensorState
 from earwitness.core.supervision import supervised_thread
 from earwitness.guard.machine import GuardState
-from earwitness.integrations.discovery import Topics, discovery_messages
-from earwitness.integrations.guard_link import HubGuard
-from earwitness.integrations.outbox import Outbox, outbox_path
+from earwitness.integrations.mqtt.commands import sensor_command
+from earwitness.integrations.mqtt.connection import (
+    CREDENTIAL_REASONS,
+    MAX_INFLIGHT,
+    PasswordUnavailable,
+    close_socket,
+    connect,
+    new_client,
+)
+from earwitness.integrations.mqtt.discovery import discovery_messages
+from earwitness.integrations.mqtt.guard_link import HubGuard
+from earwitness.integrations.mqtt.outbox import Outbox, outbox_path
+from earwitness.integrations.mqtt.topics import Topics
 from earwitness.integrations.sinks import SinkContext
 
 log = structlog.get_logger(__name__)
 
-MAX_INFLIGHT = 20
 CONNACK_TIMEOUT_S = 10.0
-CONNECT_TIMEOUT_S = 5.0
 HEALTH_INTERVAL_S = 1.0
 CLOSE_FLUSH_S = 0.3
 """On close: how long pending alerts may still be sent, then as long again for `offline`."""
 CLOSE_JOIN_S = 0.9
-_CREDENTIAL_REASONS = {134, 135}
-"""MQTT 5 `Bad user name or password` and `Not authorized` (paho maps 3.1.1's 4 and 5 to them)."""
-
-
-class PasswordUnavailable(Exception):
-    """The configured password file or environment variable cannot be read."""
 
 
 class MqttHubSink:
@@ -211,7 +213,8 @@ class MqttHubSink:
         self._log.info("mqtt connecting", host=hub.host, port=hub.effective_port, tls=hub.tls is not None,
                        protocol=hub.protocol, client_id=self._client_id)
         try:
-            client = self._new_client()
+            client = new_client(hub, self._client_id, self._topics.status,
+                                self._on_connect, self._on_disconnect, self._on_publish, self._on_message)
         except PasswordUnavailable as error:
             self._fail("mqtt password unavailable", str(error))
             return False
@@ -220,10 +223,7 @@ class MqttHubSink:
             return False
         self._connack, self._lost = None, False
         try:
-            if hub.protocol == "5":
-                client.connect(hub.host, hub.effective_port, hub.keepalive, clean_start=True)
-            else:
-                client.connect(hub.host, hub.effective_port, hub.keepalive)
+            connect(client, hub)
         except ssl.SSLError as error:
             self._fail("mqtt TLS handshake failed", f"{type(error).__name__}: {error}")
             return False
@@ -234,10 +234,10 @@ class MqttHubSink:
         try:
             return self._converse(client)
         finally:
-            with _suppress():
+            with contextlib.suppress(Exception):
                 client.disconnect()  # wakes paho's thread, which then ends (a no-op when the connection is gone)
             client.loop_stop()
-            _close_socket(client)
+            close_socket(client)
 
     def _converse(self, client: paho.Client) -> bool:
         deadline = time.monotonic() + CONNACK_TIMEOUT_S
@@ -255,7 +255,7 @@ class MqttHubSink:
                 return False
             self._wake.wait(deadline - time.monotonic())
         if self._connack.is_failure:
-            if self._connack.value in _CREDENTIAL_REASONS:
+            if self._connack.value in CREDENTIAL_REASONS:
                 self._set_state("refused")
                 self._error = f"credentials refused: {self._connack}"
                 self._log.error("mqtt broker refused the credentials: check username and password",
@@ -360,56 +360,11 @@ class MqttHubSink:
                 break
             self._wake.wait(max(0.0, deadline - time.monotonic()))
         info = client.publish(self._topics.status, "offline", qos=1, retain=True)
-        with _suppress():
+        with contextlib.suppress(Exception):
             info.wait_for_publish(CLOSE_FLUSH_S)
         client.disconnect()
         assert self._outbox is not None
         self._log.info("mqtt disconnected", pending=self._outbox.depth())
-
-    def _new_client(self) -> paho.Client:
-        hub = self.hub
-        v5 = hub.protocol == "5"
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self._client_id,
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if v5 else True,
-            reconnect_on_failure=False,
-        )
-        client.connect_timeout = CONNECT_TIMEOUT_S
-        client.max_inflight_messages_set(MAX_INFLIGHT)
-        client.max_queued_messages_set(0)
-        client.will_set(self._topics.status, "offline", qos=1, retain=True)
-        if hub.username is not None:
-            client.username_pw_set(hub.username, self._password())
-        if hub.tls is not None:
-            tls = hub.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(not tls.check_hostname)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        return client
-
-    def _password(self) -> str | None:
-        hub = self.hub
-        if hub.password_file is not None:
-            try:
-                return hub.password_file.expanduser().read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as error:
-                raise PasswordUnavailable(f"cannot read password_file {hub.password_file}: {error.strerror or error}") from None
-        if hub.password_env is not None:
-            value = os.environ.get(hub.password_env)
-            if value is None:
-                raise PasswordUnavailable(f"environment variable {hub.password_env} (password_env) is not set")
-            return value
-        return None
 
     # --- paho callbacks (run in paho's network thread): hand over to the hub's thread -----
 
@@ -440,26 +395,10 @@ class MqttHubSink:
             return
         if self._guard is not None and self._guard.on_message(topic, payload, message.retain):
             return
-        parts = topic.split("/")
-        if (
-            self.hub.allow_remote_control
-            and len(parts) >= 3 and parts[-2:] == ["sensor", "set"]
-            and topic == self._topics.sensor_set(parts[-3])
-        ):
-            self._command(parts[-3], payload, message.retain)
-
-    def _command(self, source: str, payload: str, retained: bool) -> None:
-        shown = payload[:64]
-        if retained:
-            self._log.warning("mqtt sensor command ignored: retained commands are stale", source=source, payload=shown)
-        elif source not in self._source_names:
-            self._log.warning("mqtt sensor command ignored: unknown or unrouted source", source=source, payload=shown)
-        elif payload.upper() not in ("ON", "OFF"):
-            self._log.warning("mqtt sensor command ignored: payload must be ON or OFF", source=source, payload=shown)
-        else:
-            enabled = payload.upper() == "ON"
-            self._log.info("mqtt sensor command", source=source, enabled=enabled)
-            self._context.set_sensor(source, enabled)
+        if self.hub.allow_remote_control:
+            command = sensor_command(self._topics, topic, payload, message.retain, self._source_names, self._log)
+            if command is not None:
+                self._context.set_sensor(*command)
 
     # --- state and health -------------------------------------------------------------
 
@@ -494,24 +433,6 @@ class MqttHubSink:
             "outbox_write_failures": outbox.write_failures if outbox is not None else 0,
             "error": self._error,
         }
-
-
-def _close_socket(client: paho.Client) -> None:
-    """Release a finished connection's socket now rather than at garbage collection."""
-    with _suppress():
-        sock = client.socket()
-        if sock is not None:
-            sock.close()
-
-
-class _suppress:
-    """Swallow any error of best-effort cleanup."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True
 
 
 def build_mqtt_sinks(context: SinkContext) -> list[MqttHubSink]:

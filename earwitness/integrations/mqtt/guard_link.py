@@ -13,7 +13,7 @@ import paho.mqtt.client as paho
 from earwitness.config import GuardConfig, HubConfig
 from earwitness.guard.machine import GuardCommand, GuardInput, GuardState, VehicleLink, VehicleMessage
 from earwitness.guard.rules import VehicleRule
-from earwitness.integrations.discovery import Topics
+from earwitness.integrations.mqtt.topics import Topics
 
 COMMANDS = {"ARM": True, "DISARM": False}
 
