@@ -132,7 +132,7 @@ def parse_source_spec(spec: str, index: int, total: int) -> SourceConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from earwitness.daemon.service import Daemon
+    from earwitness import app
 
     loaded = _load(args)
     if loaded is None:
@@ -146,16 +146,8 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"earwitness: {error}", file=sys.stderr)
             return 2
-    from earwitness.daemon.status import StatusServer, server_socket_path
-    from earwitness.integrations.prometheus import PrometheusExporter
-    from earwitness.integrations.systemd import SystemdObserver
-
-    observers = [observer for observer in (SystemdObserver.from_env(),) if observer is not None]
-    observers.append(StatusServer(server_socket_path(config.health.socket)))
-    if config.health.prometheus.enabled:
-        observers.append(PrometheusExporter(config.health.prometheus))
     try:
-        daemon = Daemon(config, config_path=path, realtime=True, source_override=override, observers=observers)
+        daemon = app.build_daemon(config, path, realtime=True, source_override=override, observers=app.observers(config))
     except ConfigError as error:
         print(f"earwitness: invalid config\n{error}", file=sys.stderr)
         return 2

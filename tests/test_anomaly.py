@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from earwitness.anomaly_model import NormalModel, NormalModelParams, budget_threshold
+from earwitness.app import build_pipeline
 from earwitness.config import ConfigError, parse_config
-from earwitness.daemon.pipeline import build_pipeline
 from tests.audio import tone_bursts
 
 SR = 16_000

@@ -24,6 +24,7 @@ from earwitness.core.clips import CLIP_KEY, CLIP_PATH_KEY, EventClip
 from earwitness.core.events import Event, EventChange, SourceInfo
 from earwitness.core.health import Health
 from earwitness.daemon.clips import WRITER, ClipRecorder, prune_clips
+from earwitness.daemon.dispatch import Dispatcher
 from earwitness.daemon.status import format_status
 from earwitness.integrations.captions import (
     CaptionError,
@@ -37,7 +38,7 @@ from earwitness.integrations.captions import (
     template_caption,
 )
 from earwitness.integrations.captions.client import MAX_ERROR_BODY_BYTES
-from earwitness.integrations.sinks import Dispatcher, SinkContext
+from earwitness.integrations.sinks import SinkContext
 from tests.tiny_llm import free_port
 
 CAPTION = "Glass shattered in the living room, followed by footsteps."

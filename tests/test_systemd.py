@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from earwitness.app import build_daemon
 from earwitness.config import parse_config
 from earwitness.core.health import Health
-from earwitness.daemon.service import Daemon
 from earwitness.integrations.systemd import Notifier, SystemdObserver, status_line, watchdog_interval_s
 from tests.audio import tone_bursts, write_bursts
 from tests.daemon_process import ENERGY, earwitness_command, write_config
@@ -236,7 +236,7 @@ def test_all_sources_off_ready_at_once_and_the_main_loop_pings(tmp_path: Path, l
                            "detectors": ENERGY,
                            "outputs": {"jsonl": {"enabled": False}}})
     observer = SystemdObserver(Notifier(notify.address), watchdog_s=0.1)
-    daemon = Daemon(config, observers=[observer])
+    daemon = build_daemon(config, observers=[observer])
 
     async def run_briefly() -> int:
         task = asyncio.create_task(daemon.run())

@@ -10,17 +10,16 @@ import numpy as np
 import structlog
 
 from earwitness import SAMPLE_RATE
-from earwitness.config import Config, SourceConfig
+from earwitness.config import Config
 from earwitness.core.clocks import StreamClock
 from earwitness.core.events import EventChange, SourceInfo
 from earwitness.core.health import SourceStats
 from earwitness.core.windows import Window
 from earwitness.daemon.clips import ClipRecorder
-from earwitness.detectors import DetectorContext, build_detectors
 from earwitness.detectors.base import Detector
 from earwitness.detectors.frontend import Windower
-from earwitness.detectors.tracker import EventTracker
 from earwitness.detectors.gate import EnergyGate, level_dbfs
+from earwitness.detectors.tracker import EventTracker
 
 log = structlog.get_logger(__name__)
 
@@ -160,16 +159,3 @@ class Pipeline:
 def _copy(window: Window) -> Window:
     features = window.features.detached()
     return Window(features.audio, window.start_s, features)
-
-
-def build_pipeline(
-    config: Config,
-    source: SourceConfig,
-    emit: Callable[[EventChange], None],
-    stats: SourceStats | None = None,
-) -> Pipeline:
-    """A fresh pipeline (detectors with their own state) for one source."""
-    info = SourceInfo(source.name, source.location)
-    context = DetectorContext(source=source.name, state_dir=config.resolved_state_dir())
-    detectors = build_detectors(config.detectors, context)
-    return Pipeline(info, config, detectors, emit, stats, ClipRecorder.for_config(config, info))

@@ -7,39 +7,34 @@ its buffered audio dropped. The config is reloaded on SIGHUP and when the file c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable, Sequence
+from typing import Callable, Sequence
 
-import numpy as np
 import structlog
 
 from earwitness.config import Config, ConfigError, SourceConfig, load_config
 from earwitness.core.events import EventChange, SensorState, SourceInfo
 from earwitness.core.health import Health
 from earwitness.core.observers import DaemonObserver
-from earwitness.core.supervision import Backoff, TaskRecord, supervise_task
+from earwitness.core.supervision import supervise_task
+from earwitness.daemon.dispatch import Dispatcher
 from earwitness.daemon.guard import Guard
-from earwitness.daemon.pipeline import Pipeline, build_pipeline
+from earwitness.daemon.parts import Parts
 from earwitness.daemon.resources import check_files, check_resources, load_detectors
-from earwitness.daemon.sources import AudioSource, SourceUnavailable, open_source
+from earwitness.daemon.runner import RUNNER_TASK_PREFIX, SourceRunner
 from earwitness.guard.machine import GuardCommand, GuardInput, GuardState, VehicleLink, VehicleMessage
-from earwitness.integrations.sinks import Dispatcher, Sink, SinkContext, build_sinks
+from earwitness.integrations.sinks import Sink, SinkContext
 from earwitness.logs import configure_logging
 
 log = structlog.get_logger(__name__)
 
 CONFIG_POLL_S = 0.4
-RETRY_MIN_S = 1.0
-RETRY_MAX_S = 30.0
 PIPELINE_KEYS = ("device_id", "windows", "gate", "detectors", "events", "clips")
 """Config sections that every pipeline is built from; a change rebuilds them all."""
 SOURCE_KEYS = ("sources", "sensors_enabled", "log_level")
-RUNNER_TASK_PREFIX = "source-"
 
 
 @dataclass(frozen=True)
@@ -66,120 +61,20 @@ class Stop:
 Command = Reload | SetSensor | RunnerEnded | Stop | VehicleMessage | VehicleLink | GuardCommand
 
 
-class SourceRunner:
-    """Runs one source's pipeline until the source ends or is stopped; retries live sources that fail."""
-
-    def __init__(self, config: Config, source: SourceConfig, emit: Callable[[EventChange], None], health: Health,
-                 realtime: bool, on_window: Callable[[str], None] | None = None) -> None:
-        self.config = config
-        self._health = health
-        self.source = source
-        self._emit = emit
-        self._on_window = on_window
-        self.stats = health.source(source.name, source.location)
-        self._realtime = realtime
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self, on_done: Callable[[], None]) -> None:
-        self.stats.state = "starting"
-        self.task = asyncio.create_task(self._run(), name=f"{RUNNER_TASK_PREFIX}{self.source.name}")
-        self.task.add_done_callback(lambda _task: on_done())
-
-    async def stop(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-
-    @property
-    def finished(self) -> bool:
-        """Ended for good: end of file, or a file that cannot be read."""
-        return self.task is not None and self.task.done() and self.stats.state in ("ended", "failed")
-
-    async def _run(self) -> None:
-        """Open, process, and on a failure or a stall reopen with backoff; an unexpected exception is logged
-        with its traceback and counted as a restart (`earwitness status`), never a silent end."""
-        name = self.source.name
-        record, backoff = TaskRecord(self._health, f"{RUNNER_TASK_PREFIX}{name}"), Backoff(RETRY_MIN_S, RETRY_MAX_S)
-        live = not self.source.input.startswith("file:")
-        while True:
-            record.running()
-            began = time.monotonic()
-            pipeline, unexpected = None, None
-            try:
-                audio = open_source(self.source, self._realtime, self.config.windows.hop_s)
-                pipeline = build_pipeline(self.config, self.source, self._emit, self.stats)
-                async with contextlib.aclosing(audio.chunks()) as chunks:
-                    await self._process(chunks, audio, pipeline)
-                self.stats.state, self.stats.error = "ended", None
-                log.info("source ended: its open events are ended", source=name)
-                return
-            except SourceUnavailable as error:
-                self._fail(str(error))
-            except Exception as error:  # a bug, not a device fault: its traceback is logged below
-                self._fail(f"{type(error).__name__}: {error}")
-                unexpected = error
-            finally:
-                if pipeline is not None:
-                    try:
-                        pipeline.finish()
-                    except Exception:
-                        log.exception("source pipeline did not finish cleanly", source=name)
-            retry_s = backoff.after_run(time.monotonic() - began) if live else None
-            if unexpected is not None:
-                record.failed(unexpected, retry_s)
-            if retry_s is None:
-                return
-            log.info("source will retry", source=name, in_s=retry_s)
-            await asyncio.sleep(retry_s)
-
-    async def _process(self, chunks: AsyncIterator[np.ndarray], audio: AudioSource, pipeline: Pipeline) -> None:
-        """Feed the pipeline until the source ends; a source silent for `stall_s` is reported stalled, and a
-        microphone is reopened (raises SourceUnavailable); a pipe is waited for, it cannot be reopened."""
-        name = self.source.name
-        reopen = self.source.input == "mic"
-        while True:
-            next_chunk = asyncio.ensure_future(anext(chunks))
-            try:
-                done, _ = await asyncio.wait({next_chunk}, timeout=self.source.stall_s)
-                if not done:
-                    self.stats.state, self.stats.error = "stalled", f"no audio for {self.source.stall_s:g} s"
-                    log.warning("source stalled: no audio", source=name, input=self.source.input,
-                                silent_s=self.source.stall_s, reopening=reopen)
-                    if reopen:
-                        raise SourceUnavailable(f"no audio for {self.source.stall_s:g} s: reopening the microphone")
-                chunk = await next_chunk
-            except StopAsyncIteration:
-                return
-            finally:
-                if not next_chunk.done():
-                    next_chunk.cancel()
-                    await asyncio.gather(next_chunk, return_exceptions=True)
-            if self.stats.state != "listening":
-                self.stats.state, self.stats.error = "listening", None
-                log.info("source listening", source=name, input=self.source.input)
-            windows = self.stats.windows
-            pipeline.process(chunk, audio.captured_at)
-            if self._on_window is not None and self.stats.windows != windows:
-                self._on_window(name)
-            self.stats.dropped_frames = audio.dropped_frames
-
-    def _fail(self, message: str) -> None:
-        self.stats.state, self.stats.error = "failed", message
-        log.error("source unavailable", source=self.source.name, error=message)
-
-
 class Daemon:
     """Owns the runners and sinks; applies config changes without restarting the process."""
 
     def __init__(
         self,
         config: Config,
+        parts: Parts,
         config_path: Path | None = None,
         realtime: bool = True,
         source_override: Sequence[SourceConfig] | None = None,
         observers: Sequence[DaemonObserver] = (),
     ) -> None:
         self.health = Health()
+        self._parts = parts
         self._observers = list(observers)
         self._config_path = config_path
         self._realtime = realtime
@@ -223,7 +118,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(signum, self.request_stop)
         self._loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        self._start_sinks()
+        self._open_sinks(self._build_sinks(self._config, self._labels))
         self._start_guard()
         await self._sync_sources(previous=None)
         log.info("daemon started", sources=[s.name for s in self._config.sources], config=str(self._config_path))
@@ -310,8 +205,8 @@ class Daemon:
 
     def _start_guard(self) -> None:
         """The guard of the current config (its state restored from the state directory), told to the sinks."""
-        if self._config.guard.enabled:
-            self._guard = Guard(self._config.guard, self._config.resolved_state_dir(), self._publish_guard)
+        self._guard = self._parts.guard(self._config, self._publish_guard)
+        if self._guard is not None:
             self._guard.start()
             self._publish_guard(self._guard.state, alarm=False)
 
@@ -348,7 +243,8 @@ class Daemon:
             enabled = self._sensor_on(config, source)
             stats = self.health.source(name, source.location)
             if enabled and name not in self._runners:
-                runner = SourceRunner(config, source, self.emit, self.health, self._realtime, self._window_done)
+                runner = SourceRunner(self._parts, config, source, self.emit, self.health, self._realtime,
+                                      self._window_done)
                 self._runners[name] = runner
                 runner.start(lambda: self._control.put_nowait(RunnerEnded()))
             if not enabled:
@@ -374,14 +270,14 @@ class Daemon:
 
     # --- sinks -------------------------------------------------------------------
 
-    def _start_sinks(self, sinks: list[Sink] | None = None) -> None:
-        self._dispatcher = Dispatcher(self._build_sinks(self._config, self._labels) if sinks is None else sinks, self.health)
+    def _open_sinks(self, sinks: list[Sink]) -> None:
+        self._dispatcher = Dispatcher(sinks, self.health)
         self._dispatcher.start()
 
     def _build_sinks(self, config: Config, labels: list[str]) -> list[Sink]:
         context = SinkContext(config=config, health=self.health, dispatch=self._emit_threadsafe,
                               set_sensor=self.set_sensor, labels=labels, guard_input=self.guard_input)
-        return build_sinks(context)
+        return self._parts.sinks(context)
 
     def _emit_threadsafe(self, change: EventChange) -> None:
         assert self._loop is not None
@@ -461,7 +357,7 @@ class Daemon:
         if sinks is not None:
             self._stop_guard()
             self._close_sinks()
-            self._start_sinks(sinks)
+            self._open_sinks(sinks)
             self._start_guard()
         await self._sync_sources(previous, reason=reason)
         if sinks is not None:

@@ -13,7 +13,6 @@ import numpy as np
 
 from earwitness.config import GateConfig
 
-
 FRAME = 320
 """20 ms: a hop's level is its loudest 20 ms, so that a breaking window's first crack, which may hold
 less energy than the hop of music around it, still stands out of the floor."""

@@ -7,13 +7,13 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import structlog
 
 from earwitness.config import CaptionsConfig
 from earwitness.core.clips import CLIP_KEY, EventClip
 from earwitness.core.events import Event, EventChange, SensorState
+from earwitness.guard.machine import GuardState
 from earwitness.integrations.captions.client import (
     Captioner,
     CaptionError,
@@ -24,9 +24,7 @@ from earwitness.integrations.captions.client import (
 )
 from earwitness.integrations.captions.guard import CircuitBreaker, RateLimiter
 from earwitness.integrations.captions.prompt import CaptionRequest, template_caption
-
-if TYPE_CHECKING:
-    from earwitness.integrations.sinks import SinkContext
+from earwitness.integrations.sinks import SinkContext
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +44,7 @@ class CaptionSink:
 
     name = "captions"
 
-    def __init__(self, context: "SinkContext", captioner: Captioner | None = None) -> None:
+    def __init__(self, context: SinkContext, captioner: Captioner | None = None) -> None:
         self._context = context
         self._config: CaptionsConfig = context.config.captions
         self._captioner = captioner or build_captioner(self._config)
@@ -107,6 +105,9 @@ class CaptionSink:
                     clip.on_complete(lambda clip, event_id=event.id: self._clip_complete(event_id, clip))
 
     def handle_sensor(self, state: SensorState) -> None:
+        pass
+
+    def handle_guard(self, state: GuardState, alarm: bool) -> None:
         pass
 
     def close(self) -> None:

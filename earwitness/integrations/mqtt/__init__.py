@@ -5,6 +5,6 @@ ordered storage of alerts), `connection` (the paho client: protocol, credentials
 (every topic, in one place), `discovery` (Home Assistant configs), `commands` (remote sensor switching).
 """
 
-from earwitness.integrations.mqtt.sink import MqttHubSink, build_mqtt_sinks
+from earwitness.integrations.mqtt.sink import MqttHubSink
 
-__all__ = ["MqttHubSink", "build_mqtt_sinks"]
+__all__ = ["MqttHubSink"]

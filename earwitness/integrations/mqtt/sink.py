@@ -433,10 +433,3 @@ class MqttHubSink:
             "outbox_write_failures": outbox.write_failures if outbox is not None else 0,
             "error": self._error,
         }
-
-
-def build_mqtt_sinks(context: SinkContext) -> list[MqttHubSink]:
-    """One sink per configured hub; the car guard's hub first, so that it hears of an alarm first."""
-    guard = context.config.guard
-    hubs = sorted(context.config.hubs, key=lambda hub: not (guard.enabled and hub.name == guard.hub))
-    return [MqttHubSink(hub, context) for hub in hubs]
