@@ -51,7 +51,7 @@ import yaml
 
 from earwitness import SAMPLE_RATE
 from earwitness.config import Config
-from earwitness.core.windows import Window, WindowFeatures
+from earwitness.core.windows import Detection, Window, WindowFeatures
 from earwitness.detectors import build_detectors
 from earwitness.detectors.frontend import Windower
 
@@ -78,7 +78,7 @@ def main(json_path: Path | None, data_dir: Path, yamnet_path: Path, windows: int
     rng = np.random.default_rng(0)
     test_windows = [rng.normal(0, 0.05, int(config.windows.length_s * SAMPLE_RATE)).astype(np.float32) for _ in range(windows)]
 
-    frontend = next((d.frontend for d in detectors if getattr(d, "frontend", None)), None)
+    frontend = next((d.frontend for d in detectors if d.frontend is not None), None)
     results["frontend_ms_per_window"] = _frontend_ms(config, frontend, test_windows) if frontend else None
     results["model_ms_per_window"] = _model_ms(config, detectors[:1], frontend, test_windows)
     results["detectors_ms_per_window"] = _model_ms(config, detectors, frontend, test_windows)
@@ -137,9 +137,10 @@ def _model_ms(config: Config, detectors: list, frontend, audio_windows: list[np.
     windows = [Window(audio, i * hop_s, WindowFeatures(audio, logmel=frontend(audio) if frontend else None))
                for i, audio in enumerate(audio_windows)]
 
-    def score(window) -> None:
+    def score(window: Window) -> None:
+        found = Detection()
         for detector in detectors:
-            window.features.scores.update(detector.score(window))
+            found = found.merged(detector.detect([window], [found])[0])
 
     return _median_ms(score, windows)
 

@@ -44,14 +44,14 @@ def _run(config, audio: np.ndarray):
     events, scores = [], []
     pipeline = build_pipeline(config, config.sources[0], events.append)
     detector = pipeline._detectors[0]
-    original = detector.score
+    original = detector.detect
 
-    def recording(window):
-        result = original(window)
-        scores.append((window.start_s, result["anomaly"]))
+    def recording(windows, found):
+        result = original(windows, found)
+        scores.extend((window.start_s, detection.scores["anomaly"]) for window, detection in zip(windows, result))
         return result
 
-    detector.score = recording
+    detector.detect = recording
     for i in range(0, len(audio), 4000):
         pipeline.process(audio[i : i + 4000])
     pipeline.finish()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earwitness.core.windows import Window, WindowFeatures
+from earwitness.core.windows import Detection, Window, WindowFeatures
 from earwitness.detectors.classifier import ClassifierDetector, load_metadata
 from earwitness.training.calibrate import window_scores
 from earwitness.training.data import AudioCache, read_manifest
@@ -89,12 +89,13 @@ def test_export_of_a_fresh_model_matches_torch(tmp_path):
 def test_score_follows_the_detector_contract(onnx_det):
     audio = (np.random.default_rng(1).standard_normal(16000) * 0.01).astype(np.float32)
     window = Window(audio, 0.0, WindowFeatures(audio, onnx_det.frontend))
-    scores = onnx_det.score(window)
+    (found,) = onnx_det.detect([window], [Detection()])
+    scores = found.scores
     assert set(scores) == set(onnx_det.labels)
     assert all(0.0 <= s <= 1.0 for s in scores.values())
-    emb = window.features.shared["embedding"]
-    assert emb.ndim == 1 and emb.dtype == np.float32 and emb.size >= 32
-    assert set(window.features.shared["label_scores"]) == set(load_metadata()[1]["labels"])
+    emb = found.embedding
+    assert emb is not None and emb.ndim == 1 and emb.dtype == np.float32 and emb.size >= 32
+    assert found.label_scores is not None and set(found.label_scores) == set(load_metadata()[1]["labels"])
     assert set(onnx_det.thresholds) == set(onnx_det.labels)
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from earwitness.core.events import Event, SourceInfo
-from earwitness.core.windows import Window, WindowFeatures
+from earwitness.core.windows import Detection, Window, WindowFeatures
 from tests.test_classifier import torch_outputs, trained_network
 
 
@@ -37,8 +37,7 @@ def test_train_smoke(shared_data, tmp_path):
     # Events of a distilled model carry the three AudioSet classes it hears best.
     audio = (np.random.default_rng(2).standard_normal(16000) * 0.05).astype(np.float32)
     window = Window(audio, 0.0, WindowFeatures(audio, onnx_det.frontend))
-    onnx_det.score(window)
-    top = window.features.shared["details"]["glass_break"]["top_labels"]
+    top = onnx_det.detect([window], [Detection()])[0].details["glass_break"]["top_labels"]
     assert len(top) == 3 and all(name in meta["aux_classes"] and 0 <= score <= 1 for name, score in top)
     assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
     event = Event("glass_break", SourceInfo("hall", "hall"), "dev", "m", 0.9, 0.0, datetime.now(timezone.utc),

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earwitness.core.windows import Window, WindowFeatures
+from earwitness.core.windows import Detection, Window, WindowFeatures
 from earwitness.detectors.classifier import ClassifierDetector
 from earwitness.detectors.frontend import LogMel, Windower, n_frames
 from tests.audio import tone_bursts
@@ -105,9 +105,10 @@ def test_classifier_scores_with_rolling_frames_equal_scores_from_the_torch_front
     ours, theirs = [], []
     for chunk in _chunks(audio, [4000]):
         for window in windower.push(chunk):
-            ours.append(rolling.score(window))
+            ours.append(rolling.detect([window], [Detection()])[0].scores)
             alone = window.audio.copy()
-            theirs.append(per_window.score(Window(alone, window.start_s, WindowFeatures(alone, torch_frontend))))
+            theirs.append(per_window.detect([Window(alone, window.start_s, WindowFeatures(alone, torch_frontend))],
+                                            [Detection()])[0].scores)
     assert len(ours) > 20
     labels = sorted(ours[0])
     ours_m = np.array([[s[label] for label in labels] for s in ours])

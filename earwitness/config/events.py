@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from pydantic import Field
 
 from earwitness.config.base import StrictModel
@@ -31,7 +33,7 @@ class EventsConfig(StrictModel):
     defaults: EventDefaults = EventDefaults()
     labels: dict[str, LabelEventConfig] = {}
 
-    def for_label(self, label: str, recommended: dict[str, float] | None = None) -> EventDefaults:
+    def for_label(self, label: str, recommended: Mapping[str, float] | None = None) -> EventDefaults:
         """The effective settings of one label, later ones winning: the built-in defaults, the
         detector's `recommended` settings for the label, the keys set in `defaults`, the label's overrides."""
         settings = self.defaults

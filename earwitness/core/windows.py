@@ -1,14 +1,16 @@
-"""A window of audio on its stream's timeline, and the features its detectors share.
+"""A window of audio on its stream's timeline, the features its detectors share, and what they find in it.
 
 Features are computed once per window, on demand; the windower may hand a window its log-mel
-ready-made (a view of the stream's rolling frames).
+ready-made (a view of the stream's rolling frames). Detectors run in config order; each is given
+what the ones before it found (`Detection`) and returns its own, so nothing passes between them
+except these typed values.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -19,18 +21,12 @@ Frontend = Callable[[np.ndarray], np.ndarray]
 
 
 class WindowFeatures:
-    """Lazily computed features of one window, plus what earlier detectors left for later ones.
-
-    Detectors run in config order; each may read `scores` (the labels scored so far)
-    and `shared` (for example the classifier's embedding, which the anomaly detector reuses).
-    """
+    """Lazily computed features of one window."""
 
     def __init__(self, audio: np.ndarray, frontend: Frontend | None = None, logmel: np.ndarray | None = None) -> None:
         self._audio = audio
         self._frontend = frontend
         self._logmel = logmel
-        self.scores: dict[str, float] = {}
-        self.shared: dict[str, Any] = {}
 
     @cached_property
     def rms_dbfs(self) -> float:
@@ -43,7 +39,7 @@ class WindowFeatures:
         return self._audio
 
     def detached(self) -> "WindowFeatures":
-        """A copy that owns its audio and log-mel (the windower's are views it reuses); no scores yet."""
+        """A copy that owns its audio and log-mel (the windower's are views it reuses)."""
         logmel = None if self._logmel is None else np.array(self._logmel)
         return WindowFeatures(self._audio.copy(), self._frontend, logmel)
 
@@ -76,3 +72,26 @@ class Window:
     @property
     def end_s(self) -> float:
         return self.start_s + self.duration_s
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What detectors found in one window: one detector's own finding, or all of them merged in order."""
+
+    scores: Mapping[str, float] = field(default_factory=dict)
+    """A score in [0, 1] per label scored."""
+    details: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per label, what its event carries (`top_labels`, the anomaly's `distance`, ...)."""
+    embedding: np.ndarray | None = None
+    """The classifier's embedding of the window, which the anomaly detector reuses (no second network)."""
+    label_scores: Mapping[str, float] | None = None
+    """The classifier's probability of every label of its model, scored or not."""
+
+    def merged(self, later: Detection) -> Detection:
+        """This finding with a later detector's added (the later one wins where both say something)."""
+        return Detection(
+            {**self.scores, **later.scores},
+            {**self.details, **later.details},
+            later.embedding if later.embedding is not None else self.embedding,
+            later.label_scores if later.label_scores is not None else self.label_scores,
+        )

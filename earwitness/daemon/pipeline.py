@@ -14,7 +14,7 @@ from earwitness.config import Config
 from earwitness.core.clocks import StreamClock
 from earwitness.core.events import EventChange, SourceInfo
 from earwitness.core.health import SourceStats
-from earwitness.core.windows import Window
+from earwitness.core.windows import Detection, Window
 from earwitness.daemon.clips import ClipRecorder
 from earwitness.detectors.base import Detector
 from earwitness.detectors.frontend import Windower
@@ -43,7 +43,7 @@ class Pipeline:
         self._stats = stats
         self._clips = clips
         """Keeps each event's audio (pre-roll included) and attaches it to the event's changes."""
-        frontend = next((getattr(d, "frontend") for d in self._detectors if getattr(d, "frontend", None)), None)
+        frontend = next((d.frontend for d in self._detectors if d.frontend is not None), None)
         self._windower = Windower(config.windows.length_s, config.windows.hop_s, frontend)
         self._tracker: EventTracker | None = None
         self.observed_until_s = 0.0
@@ -82,13 +82,11 @@ class Pipeline:
                 self._held = []
             self._tracker.finish()
         for detector in self._detectors:
-            close = getattr(detector, "close", None)
-            if close is not None:
-                close()  # e.g. the anomaly detector persists its model
+            detector.close()  # e.g. the anomaly detector persists its model
 
     def _new_tracker(self, started_at: datetime) -> EventTracker:
         defaults = {label: t for d in self._detectors for label, t in d.thresholds.items()}
-        recommended = {label: s for d in self._detectors for label, s in getattr(d, "event_settings", {}).items()}
+        recommended = {label: s for d in self._detectors for label, s in d.event_settings.items()}
         emit = self._emit if self._clips is None else self._emit_with_clip
         return EventTracker(
             self.source, self._config.device_id, self._config.events, defaults, self.models(), recommended,
@@ -102,8 +100,8 @@ class Pipeline:
     def _process_windows(self, windows: list[Window]) -> None:
         """Score the windows a chunk completed, then feed them to the tracker in order.
 
-        A detector with `score_windows` scores them all in one call (one model run for a long
-        chunk, as `detect` and `eval` read); the tracker still sees one window at a time."""
+        Each detector scores them all in one call (one model run for a long chunk, as `detect` and
+        `eval` read), given what the detectors before it found; the tracker still sees one window at a time."""
         self.windows_seen += len(windows)
         self._score_and_observe(self._gated(windows) if self._gate is not None else [(w, True) for w in windows])
 
@@ -129,31 +127,31 @@ class Pipeline:
         if not decided:
             return
         began = time.perf_counter()
-        scored = [window for window, run in decided if run]
-        self.windows_scored += len(scored)
+        windows = [window for window, _ in decided]
+        runs = [run for _, run in decided]
+        self.windows_scored += sum(runs)
+        found = [Detection() for _ in windows]
         for detector in self._detectors:
-            gated = self._gate is not None and getattr(detector, "gated", True)
-            targets = scored if gated else [window for window, _ in decided]
-            if not targets:
+            picked = [i for i, run in enumerate(runs) if run or self._gate is None or not detector.gated]
+            if not picked:
                 continue
-            score_windows = getattr(detector, "score_windows", None)
-            scores = score_windows(targets) if score_windows is not None else [detector.score(w) for w in targets]
-            for window, window_scores in zip(targets, scores):
-                window.features.scores.update(window_scores)
+            detections = detector.detect([windows[i] for i in picked], [found[i] for i in picked])
+            for i, new in zip(picked, detections):
+                found[i] = found[i].merged(new)
         if self._stats is not None:
             per_window_s = (time.perf_counter() - began) / len(decided)
             for _ in decided:
                 self._stats.record_window(per_window_s)
         silent = {label: 0.0 for d in self._detectors for label in d.labels}
-        for window, _ in decided:
+        for window, detection in zip(windows, found):
             # An event starting with this window is placed at its centre: the classifier fires a few
             # frames after a sound begins, and on the labelled recording the centre matches onsets best.
             at_s = window.start_s + window.duration_s / 2
-            scores = {**silent, **window.features.scores}
+            scores = {**silent, **detection.scores}
             # Arguments only: below debug level the call is a no-op, and nothing is built on this hot path.
             log.debug("window", source=self.source.name, start_s=window.start_s, scores=scores)
             self.observed_until_s = window.end_s
-            self._tracker.observe(scores, at_s, window.end_s, window.features.shared.get("details"))
+            self._tracker.observe(scores, at_s, window.end_s, detection.details)
 
 
 def _copy(window: Window) -> Window:

@@ -1,24 +1,16 @@
-"""Detectors: each scores windows of audio for its labels."""
+"""Detectors: each scores windows of audio for its labels; `build_detectors` makes them from their config.
+
+`base` (the protocol the pipeline reads), `frontend` (log-mel and the windower), `classifier`,
+`anomaly`, `energy`, `tracker` (scores to events).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Sequence
 
 from earwitness.config import AnomalyDetectorConfig, ClassifierDetectorConfig, DetectorConfig, EnergyDetectorConfig
-from earwitness.detectors.base import Detector
-
-
-@dataclass(frozen=True)
-class DetectorContext:
-    """What a detector may need beyond its config: its source, where state lives, earlier detectors' thresholds."""
-
-    source: str = "default"
-    state_dir: Path | None = None
-    """None: keep no state on disk."""
-    thresholds: dict[str, float] = field(default_factory=dict)
-    """Start thresholds of the labels scored by the detectors before this one."""
+from earwitness.detectors.base import Detector, DetectorContext
 
 
 def build_detector(config: DetectorConfig, context: DetectorContext | None = None) -> Detector:
@@ -46,3 +38,6 @@ def build_detectors(configs: Sequence[DetectorConfig], context: DetectorContext 
         thresholds = {label: t for d in detectors for label, t in d.thresholds.items()}
         detectors.append(build_detector(config, replace(context, thresholds=thresholds)))
     return detectors
+
+
+__all__ = ["Detector", "DetectorContext", "build_detector", "build_detectors"]

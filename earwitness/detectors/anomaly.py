@@ -1,7 +1,7 @@
 """The `anomaly` detector: learns each source's normal sound, scores what does not belong.
 
-It runs after the classifier and reuses its penultimate embedding
-(`window.features.shared["embedding"]`, so no second network runs), plus two cheap signal
+It runs after the classifier and reuses the penultimate embedding of the classifier's
+`Detection` (so no second network runs), plus two cheap signal
 features: the window's level (dBFS) and its spectral flux. Without a classifier in front
 it falls back to the window's log-mel spectral shape. The model of normal, its learning
 period, adaptation, habituation and budget threshold are in `earwitness.anomaly_model`.
@@ -17,17 +17,16 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import structlog
 
 from earwitness.anomaly_model import NormalModel, NormalModelParams, StateError, write_state
+from earwitness.config.detectors import AnomalyDetectorConfig
+from earwitness.core.windows import Detection, Window
+from earwitness.detectors.base import DetectorContext
 from earwitness.detectors.frontend import LogMel
-
-if TYPE_CHECKING:
-    from earwitness.config import AnomalyDetectorConfig
-    from earwitness.detectors import DetectorContext
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +52,7 @@ def logmel_shape(logmel: np.ndarray) -> np.ndarray:
     return (shape - shape.mean()).astype(np.float32)
 
 
-def label_features(label_scores: dict[str, float] | None) -> np.ndarray:
+def label_features(label_scores: Mapping[str, float] | None) -> np.ndarray:
     """The classifier's probabilities of all its labels (sorted by name), as ln(p + 0.001) / 7, in [-1, 0]."""
     if not label_scores:
         return np.zeros(0, np.float32)
@@ -62,7 +61,7 @@ def label_features(label_scores: dict[str, float] | None) -> np.ndarray:
 
 
 def feature_vector(embedding: np.ndarray, level_dbfs: float, flux: float, crest_db: float, labels: np.ndarray,
-                   config: "AnomalyDetectorConfig") -> np.ndarray:
+                   config: AnomalyDetectorConfig) -> np.ndarray:
     """The vector the model of normal works on: unit embedding; scaled level, flux, crest and label scores."""
     e = np.asarray(embedding, np.float32).ravel()
     e = e / (float(np.linalg.norm(e)) + 1e-6)
@@ -71,7 +70,7 @@ def feature_vector(embedding: np.ndarray, level_dbfs: float, flux: float, crest_
     return np.concatenate([e, extra, np.asarray(labels, np.float32) * config.label_weight])
 
 
-def params_from_config(config: "AnomalyDetectorConfig") -> NormalModelParams:
+def params_from_config(config: AnomalyDetectorConfig) -> NormalModelParams:
     return NormalModelParams(
         learn_s=config.learn_s, bank_size=config.bank_size, k=config.k, exclude_s=config.exclude_s,
         calib_exclude_s=config.calib_exclude_s,
@@ -85,14 +84,16 @@ class AnomalyDetector:
     """Detector protocol implementation; one instance (and one model) per source."""
 
     name = "anomaly"
+    gated = True
     version = VERSION
 
-    def __init__(self, config: "AnomalyDetectorConfig", context: "DetectorContext | None" = None) -> None:
+    def __init__(self, config: AnomalyDetectorConfig, context: DetectorContext | None = None) -> None:
         self.config = config
         self.label = config.label
         self.labels = (config.label,)
         self.thresholds = {config.label: 0.5}
         self.frontend = LogMel()
+        self.event_settings: dict[str, dict[str, float]] = {}
         self.source = context.source if context is not None else "default"
         self.known_thresholds: dict[str, float] = dict(context.thresholds) if context is not None else {}
         state_dir = context.state_dir if context is not None else None
@@ -162,7 +163,7 @@ class AnomalyDetector:
             self.save()
 
     # -- scoring --------------------------------------------------------------------------------
-    def claimed(self, scores: dict[str, float]) -> bool:
+    def claimed(self, scores: Mapping[str, float]) -> bool:
         """A known label claims the window when its score reaches `claim_ratio` x its threshold."""
         ratio = self.config.claim_ratio
         for label, score in scores.items():
@@ -173,27 +174,26 @@ class AnomalyDetector:
                 return True
         return False
 
-    def vector(self, window) -> np.ndarray:
-        feats = window.features
-        logmel = feats.logmel
-        embedding = feats.shared.get("embedding")
-        if embedding is None:
-            embedding = logmel_shape(logmel)
-        level, flux, crest = signal_features(logmel, feats.rms_dbfs)
-        labels = label_features(feats.shared.get("label_scores"))
+    def vector(self, window: Window, found: Detection) -> np.ndarray:
+        logmel = window.features.logmel
+        embedding = found.embedding if found.embedding is not None else logmel_shape(logmel)
+        level, flux, crest = signal_features(logmel, window.features.rms_dbfs)
+        labels = label_features(found.label_scores)
         return feature_vector(embedding, level, flux, crest, labels, self.config)
 
-    def score(self, window) -> dict[str, float]:
-        feats = window.features
+    def detect(self, windows: Sequence[Window], found: Sequence[Detection]) -> list[Detection]:
+        return [self._detect(window, before) for window, before in zip(windows, found)]
+
+    def _detect(self, window: Window, found: Detection) -> Detection:
         dt = window.start_s - self._last_start_s if self._last_start_s is not None else 0.0
         self._last_start_s = window.start_s
-        score, details = self.step(self.vector(window), dt, feats.scores, feats.shared.get("label_scores"),
-                                   float(np.clip(feats.rms_dbfs, -90.0, 0.0)))
-        feats.shared.setdefault("details", {})[self.label] = details
-        return {self.label: score}
+        score, details = self.step(self.vector(window, found), dt, found.scores, found.label_scores,
+                                   float(np.clip(window.features.rms_dbfs, -90.0, 0.0)))
+        return Detection({self.label: score}, {self.label: details})
 
-    def step(self, x: np.ndarray, dt: float, scores: dict[str, float],
-             label_scores: dict[str, float] | None = None, level_dbfs: float | None = None) -> tuple[float, dict]:
+    def step(self, x: np.ndarray, dt: float, scores: Mapping[str, float],
+             label_scores: Mapping[str, float] | None = None,
+             level_dbfs: float | None = None) -> tuple[float, dict[str, Any]]:
         """Score a feature vector and learn from it; (score, event details). Also used by the eval."""
         if dt > 0:
             self.model.set_hop(dt)

@@ -5,9 +5,8 @@ file and shared by every source. Features come from the numpy log-mel frontend: 
 Each window is scored by the max over the model's output frames in the window's newest
 `score_span_s` seconds (set it to the windower's hop), so consecutive windows score
 disjoint stretches of time: events are located to within a hop and do not merge.
-The window's penultimate embedding (mean over frames, float32) goes to
-`window.features.shared["embedding"]`, the probabilities of all labels to
-`shared["label_scores"]`.
+Its `Detection` also carries the window's penultimate embedding (mean over frames, float32) and
+the probabilities of all the model's labels, which the anomaly detector reads.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from earwitness.core.windows import Detection, Window
 from earwitness.detectors.frontend import LogMel
 
 DEFAULT_MODEL = "earwitness-v2"
@@ -99,6 +99,7 @@ class ClassifierDetector:
     """Detector protocol implementation around the exported EarNet."""
 
     name = "classifier"
+    gated = True
 
     def __init__(
         self,
@@ -154,8 +155,9 @@ class ClassifierDetector:
         best = np.argsort(probs)[::-1][:3]
         return [[self.top_label_names[i], round(float(probs[i]), 3)] for i in best]
 
-    def score_windows(self, windows: Sequence) -> list[dict[str, float]]:
-        """Scores of consecutive windows of one stream, in one model run (see `score`)."""
+    def detect(self, windows: Sequence[Window], found: Sequence[Detection] = ()) -> list[Detection]:
+        """Findings in consecutive windows of one stream, in one model run: the scored labels' probabilities,
+        the embedding and every label's probability (for the anomaly detector), and the top AudioSet labels."""
         if self._auto_span:
             # Score the stretch of time each window adds: its hop, read from the window spacing (the
             # smallest seen: windows the energy gate turned away leave wider gaps).
@@ -169,17 +171,18 @@ class ClassifierDetector:
         probs, emb = self._probabilities(outputs[0], outputs[1], len(windows[0].audio) / 16000.0)
         teacher = outputs[2] if self.top_label_names and len(outputs) > 2 else None
         out = []
-        for k, (window, window_probs, window_emb) in enumerate(zip(windows, probs, emb)):
-            shared = window.features.shared
-            shared["embedding"] = window_emb
-            shared["label_scores"] = dict(zip(self._all_labels, window_probs.tolist()))
+        for k, (window_probs, window_emb) in enumerate(zip(probs, emb)):
+            details = {}
             if teacher is not None:
                 top = self._top_labels(teacher[k])
-                details = shared.setdefault("details", {})
-                for label in self.labels:
-                    details[label] = {"top_labels": top}
-            out.append({lb: float(window_probs[i]) for lb, i in zip(self.labels, self._idx)})
+                details = {label: {"top_labels": top} for label in self.labels}
+            out.append(Detection(
+                scores={lb: float(window_probs[i]) for lb, i in zip(self.labels, self._idx)},
+                details=details,
+                embedding=window_emb,
+                label_scores=dict(zip(self._all_labels, window_probs.tolist())),
+            ))
         return out
 
-    def score(self, window) -> dict[str, float]:
-        return self.score_windows([window])[0]
+    def close(self) -> None:
+        """The session is shared by every source's classifier and outlives the stream."""

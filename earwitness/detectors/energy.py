@@ -7,9 +7,10 @@ testable before (and besides) the trained classifier.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 from earwitness.config import EnergyDetectorConfig
-from earwitness.core.windows import Window
+from earwitness.core.windows import Detection, Frontend, Window
 
 _SLOPE_DB = 3.0
 """Width of the logistic step around `rise_db`: 3 dB either side moves the score 0.27 -> 0.73."""
@@ -27,10 +28,18 @@ class EnergyDetector:
         self._config = config
         self.labels = (config.label,)
         self.thresholds = {config.label: 0.5}
+        self.event_settings: dict[str, dict[str, float]] = {}
+        self.frontend: Frontend | None = None
         self._floor_dbfs: float | None = None
         self._last_start_s = 0.0
 
-    def score(self, window: Window) -> dict[str, float]:
+    def detect(self, windows: Sequence[Window], found: Sequence[Detection]) -> list[Detection]:
+        return [Detection({self._config.label: self._score(window)}) for window in windows]
+
+    def close(self) -> None:
+        """Nothing is kept beyond the stream."""
+
+    def _score(self, window: Window) -> float:
         level = max(window.features.rms_dbfs, self._config.min_level_dbfs)
         if self._floor_dbfs is None:
             self._floor_dbfs = level
@@ -38,7 +47,7 @@ class EnergyDetector:
         score = 1.0 / (1.0 + math.exp(-(rise - self._config.rise_db) / _SLOPE_DB))
         self._adapt_floor(level, window.start_s - self._last_start_s)
         self._last_start_s = window.start_s
-        return {self._config.label: score}
+        return score
 
     def _adapt_floor(self, level: float, elapsed_s: float) -> None:
         """Fall to quieter levels at once; rise towards louder ones over `floor_adapt_s`."""

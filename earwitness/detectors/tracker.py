@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from earwitness.config import EventDefaults, EventsConfig
 from earwitness.core.events import Event, EventChange, SourceInfo
@@ -36,9 +36,9 @@ class EventTracker:
         source: SourceInfo,
         device: str,
         config: EventsConfig,
-        default_thresholds: dict[str, float],
+        default_thresholds: Mapping[str, float],
         models: dict[str, str],
-        recommended: dict[str, dict[str, float]],
+        recommended: Mapping[str, Mapping[str, float]],
         stream_started_at: datetime,
         emit: Callable[[EventChange], None],
         wall_time: Callable[[float], datetime] | None = None,
@@ -62,7 +62,8 @@ class EventTracker:
     def thresholds(self) -> dict[str, float]:
         return dict(self._thresholds)
 
-    def observe(self, scores: dict[str, float], at_s: float, end_s: float, details: dict[str, dict] | None = None) -> None:
+    def observe(self, scores: Mapping[str, float], at_s: float, end_s: float,
+                details: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """Feed one window's scores; `at_s` is where on the stream they apply (an event's start
         is placed there), `end_s` the end of the window."""
         for label, score in scores.items():
@@ -75,7 +76,7 @@ class EventTracker:
             if state.event is not None:
                 self._end(label, state)
 
-    def _observe_label(self, label: str, score: float, at_s: float, end_s: float, details: dict) -> None:
+    def _observe_label(self, label: str, score: float, at_s: float, end_s: float, details: Mapping[str, Any]) -> None:
         state = self._states[label]
         settings = self._settings[label]
         threshold = self._thresholds[label]

@@ -22,12 +22,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from earwitness import SAMPLE_RATE
+from earwitness.core.windows import Detection, Window
+from earwitness.detectors.base import Detector
 from earwitness.training.data import SCRATCH_LIKE, Item, label_of, read_event_labels, read_manifest
 from earwitness.training.metrics import roc_auc
 
@@ -48,17 +50,16 @@ class DetectorView:
     """A detector as the pipeline sees it (same name, labels, thresholds, event settings and
     frontend); subclasses see every window it scores."""
 
-    def __init__(self, detector) -> None:
+    def __init__(self, detector: Detector) -> None:
         self.detector = detector
         self.name, self.version = detector.name, detector.version
         self.labels, self.thresholds = detector.labels, detector.thresholds
-        self.frontend = getattr(detector, "frontend", None)
-        self.event_settings = getattr(detector, "event_settings", {})
+        self.frontend = detector.frontend
+        self.event_settings = detector.event_settings
+        self.gated = detector.gated
 
-    def detector_scores(self, windows: list) -> list[dict[str, float]]:
-        """The detector's scores of consecutive windows (in one call when it scores batches)."""
-        score_windows = getattr(self.detector, "score_windows", None)
-        return score_windows(windows) if score_windows is not None else [self.detector.score(w) for w in windows]
+    def close(self) -> None:
+        self.detector.close()
 
 
 class _Recorder(DetectorView):
@@ -70,13 +71,13 @@ class _Recorder(DetectorView):
         self.starts: list[float] = []
         self.lengths: list[float] = []
 
-    def score_windows(self, windows: list) -> list[dict[str, float]]:
-        scores = self.detector_scores(windows)
-        for window, s in zip(windows, scores):
-            self.rows.append(s)
+    def detect(self, windows: Sequence[Window], found: Sequence[Detection]) -> list[Detection]:
+        detections = self.detector.detect(windows, found)
+        for window, detection in zip(windows, detections):
+            self.rows.append(dict(detection.scores))
             self.starts.append(window.start_s)
             self.lengths.append(len(window.audio) / SAMPLE_RATE)
-        return scores
+        return detections
 
 
 def _config(config_path: str | Path | None):

@@ -30,6 +30,7 @@ import numpy as np
 import soundfile as sf
 
 from earwitness import SAMPLE_RATE
+from earwitness.core.windows import Detection, Window
 from earwitness.training.augment import active_rms, activity
 from earwitness.training.data import SCRATCH_LIKE, Item, label_of, load_audio
 from earwitness.training.evaluate import DetectorView
@@ -308,10 +309,10 @@ class ScoreLog(DetectorView):
         self.blocks: list[np.ndarray] = []
         self.table = np.zeros((0, len(self.labels)), np.float32)
 
-    def score_windows(self, windows: list) -> list[dict[str, float]]:
-        scores = self.detector_scores(windows)
-        self.blocks.append(np.array([[s[lb] for lb in self.labels] for s in scores], np.float32))
-        return scores
+    def detect(self, windows: Sequence[Window], found: Sequence[Detection]) -> list[Detection]:
+        detections = self.detector.detect(windows, found)
+        self.blocks.append(np.array([[d.scores[lb] for lb in self.labels] for d in detections], np.float32))
+        return detections
 
     def freeze(self) -> np.ndarray:
         self.table = np.concatenate(self.blocks) if self.blocks else self.table
@@ -334,22 +335,23 @@ class Replay(DetectorView):
         i = int(np.searchsorted(self.starts, b, side="left")) - 1  # last span starting before b
         return i >= 0 and self.ends[i] > a
 
-    def score_windows(self, windows: list) -> list[dict[str, float]]:
-        out: list[dict[str, float] | None] = []
-        fresh = []
-        for w in windows:
+    def detect(self, windows: Sequence[Window], found: Sequence[Detection]) -> list[Detection]:
+        out: list[Detection | None] = []
+        fresh, fresh_found = [], []
+        for w, before in zip(windows, found):
             a = int(round(w.start_s * SAMPLE_RATE))
             row = a // self.log.hop
             if row < len(self.log.table) and not self._touches_incident(a, a + len(w.audio)):
-                out.append(dict(zip(self.labels, self.log.table[row].tolist())))
+                out.append(Detection(dict(zip(self.labels, self.log.table[row].tolist()))))
             else:
                 out.append(None)
                 fresh.append(w)
+                fresh_found.append(before)
         if fresh:
             self.scored += len(fresh)
-            it = iter(self.detector_scores(fresh))
-            out = [s if s is not None else next(it) for s in out]
-        return out  # type: ignore[return-value]
+            it = iter(self.detector.detect(fresh, fresh_found))
+            return [d if d is not None else next(it) for d in out]
+        return [d for d in out if d is not None]
 
 
 def stream_day(config, detector, renderer: DayRenderer, chunk_s: float = 10.0, progress: bool = True,

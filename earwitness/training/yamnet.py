@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+
+from earwitness.core.windows import Detection, Frontend, Window
 
 YAMNET_SAMPLES = 15600
 LABEL_CLASSES = {
@@ -37,6 +40,7 @@ class YamnetDetector:
 
     name = "yamnet"
     version = "tflite"
+    gated = True
 
     def __init__(self, model_dir: str | Path, labels: tuple[str, ...] | None = None,
                  thresholds: dict[str, float] | None = None) -> None:
@@ -54,7 +58,8 @@ class YamnetDetector:
         self.thresholds = {lb: 0.5 for lb in self.labels}
         if thresholds:
             self.thresholds.update(thresholds)
-        self.frontend = None
+        self.frontend: Frontend | None = None
+        self.event_settings: dict[str, dict[str, float]] = {}
 
     def class_scores(self, audio: np.ndarray) -> np.ndarray:
         x = audio[-YAMNET_SAMPLES:].astype(np.float32)
@@ -65,6 +70,12 @@ class YamnetDetector:
         self.interpreter.invoke()
         return np.asarray(self.interpreter.get_tensor(self._output["index"])).reshape(-1, 521).max(axis=0)
 
-    def score(self, window) -> dict[str, float]:
+    def detect(self, windows: Sequence[Window], found: Sequence[Detection]) -> list[Detection]:
+        return [Detection(self._scores(window)) for window in windows]
+
+    def close(self) -> None:
+        """The interpreter holds nothing to save."""
+
+    def _scores(self, window: Window) -> dict[str, float]:
         s = self.class_scores(window.audio)
         return {lb: float(s[idx].max()) for lb, idx in self._idx.items()}
