@@ -147,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"earwitness: {error}", file=sys.stderr)
             return 2
     try:
-        daemon = app.build_daemon(config, path, realtime=True, source_override=override, observers=app.observers(config))
+        daemon = app.build_daemon(config, path, realtime=True, source_override=override)
     except ConfigError as error:
         print(f"earwitness: invalid config\n{error}", file=sys.stderr)
         return 2

@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earwitness.anomaly_model import NormalModel, NormalModelParams, budget_threshold
 from earwitness.app import build_pipeline
 from earwitness.config import ConfigError, parse_config
+from earwitness.detectors.anomaly.model import NormalModel, NormalModelParams
+from earwitness.detectors.anomaly.persistence import load_model, save_model
+from earwitness.detectors.anomaly.threshold import budget_threshold
 from tests.audio import tone_bursts
 
 SR = 16_000
@@ -117,10 +119,10 @@ def test_periodic_saves_are_written_by_a_writer_thread_while_listening(tmp_path)
     writers = [t for t in threading.enumerate() if t.name.startswith("anomaly-save-default")]
     assert writers, "the periodic save runs in the detector's writer thread"
     detector._wait_for_writes()
-    saved = NormalModel.load(path, detector.params)
+    saved = load_model(path, detector.params)
     assert 8.0 <= saved.clock_s <= 11.0  # the save after 10 s of audio, not the state at the end
     pipeline.finish()
-    final = NormalModel.load(path, detector.params)
+    final = load_model(path, detector.params)
     assert final.clock_s == pytest.approx(detector.model.clock_s) and final.n_bank == detector.model.n_bank
 
 
@@ -128,7 +130,7 @@ def test_periodic_saves_are_written_by_a_writer_thread_while_listening(tmp_path)
 def test_corrupt_state_is_relearnt(tmp_path, damage, caplog):
     config = _config(tmp_path)
     path = tmp_path / "anomaly" / "default.npz"
-    _learnt(PARAMS, np.random.default_rng(0)).save(path)
+    save_model(_learnt(PARAMS, np.random.default_rng(0)), path)
     good = path.read_bytes()
     path.write_bytes({"garbage": b"not a state file" * 10, "truncated": good[: len(good) // 2], "empty": b""}[damage])
     with caplog.at_level(logging.WARNING):

@@ -23,7 +23,6 @@ from earwitness.config import DEFAULT_CAPTION_PROMPT, ClipsConfig, ConfigError, 
 from earwitness.core.clips import CLIP_KEY, CLIP_PATH_KEY, EventClip
 from earwitness.core.events import Event, EventChange, SourceInfo
 from earwitness.core.health import Health
-from earwitness.daemon.clips import WRITER, ClipRecorder, prune_clips
 from earwitness.daemon.dispatch import Dispatcher
 from earwitness.daemon.status import format_status
 from earwitness.integrations.captions import (
@@ -38,6 +37,7 @@ from earwitness.integrations.captions import (
     template_caption,
 )
 from earwitness.integrations.captions.client import MAX_ERROR_BODY_BYTES
+from earwitness.integrations.clips import ClipRecorder, ClipWriter, prune_clips
 from earwitness.integrations.sinks import SinkContext
 from tests.tiny_llm import free_port
 
@@ -765,9 +765,12 @@ def test_dispatcher_keeps_the_caption_on_later_changes() -> None:
 # --- clips ------------------------------------------------------------------------------------
 
 
+CLIP_WRITER = ClipWriter()
+
+
 def recorder_for(tmp_path: Path, **clips: Any) -> ClipRecorder:
     config = parse_config({"state_dir": str(tmp_path), "clips": {"pre_roll_s": 1.0, **clips}})
-    return ClipRecorder.for_config(config, SourceInfo("hall", "living_room"))
+    return ClipRecorder.for_config(config, SourceInfo("hall", "living_room"), CLIP_WRITER)
 
 
 def feed(recorder: ClipRecorder, audio: np.ndarray, chunk_s: float = 0.05) -> None:
@@ -817,7 +820,7 @@ def test_clip_files_written_and_named_in_messages(tmp_path: Path) -> None:
     end = recorder.on_change(EventChange("end", event.evolve(end_s=2.75)))
     path = Path(end.message()["clip"])
     assert path.parent == tmp_path / "clips" and path.name.endswith(f"_hall_glass_break_{event.id}.flac")
-    WRITER.flush()
+    CLIP_WRITER.flush()
     written, rate = soundfile.read(path, dtype="float32")
     assert rate == SAMPLE_RATE and soundfile.info(path).format == "FLAC"
     np.testing.assert_allclose(written, audio[SAMPLE_RATE : int(2.75 * SAMPLE_RATE)], atol=1.5 / 32768)

@@ -15,8 +15,8 @@ from structlog.testing import capture_logs
 from earwitness.config import ClipsConfig
 from earwitness.core.health import Health
 from earwitness.core.supervision import supervise_task
-from earwitness.daemon.clips import ClipWriter
 from earwitness.daemon.status import exit_code, format_status
+from earwitness.integrations.clips import ClipWriter
 from tests.audio import tone_bursts
 from tests.daemon_process import ENERGY, earwitness_command, write_config
 

@@ -15,11 +15,11 @@ from earwitness.core.clocks import StreamClock
 from earwitness.core.events import EventChange, SourceInfo
 from earwitness.core.health import SourceStats
 from earwitness.core.windows import Detection, Window
-from earwitness.daemon.clips import ClipRecorder
 from earwitness.detectors.base import Detector
 from earwitness.detectors.frontend import Windower
 from earwitness.detectors.gate import EnergyGate, level_dbfs
 from earwitness.detectors.tracker import EventTracker
+from earwitness.integrations.clips import ClipRecorder
 
 log = structlog.get_logger(__name__)
 

@@ -23,7 +23,7 @@ import structlog
 
 from earwitness import __version__
 from earwitness.core.observers import DaemonObserver, RunningDaemon
-from earwitness.daemon.clips import WRITER
+from earwitness.integrations.clips import ClipWriter
 
 log = structlog.get_logger(__name__)
 
@@ -89,8 +89,9 @@ def fetch_status(paths: list[Path], timeout_s: float = 3.0) -> tuple[Path, dict[
 class StatusServer(DaemonObserver):
     """Serves the daemon's figures on a UNIX socket."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clip_writer: ClipWriter | None = None) -> None:
         self.path = path
+        self._clip_writer = clip_writer
         self._server: asyncio.AbstractServer | None = None
         self._daemon: RunningDaemon | None = None
         self._started_at = time.time()
@@ -122,6 +123,7 @@ class StatusServer(DaemonObserver):
 
     def snapshot(self) -> dict[str, Any]:
         assert self._daemon is not None
+        writer = self._clip_writer
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -129,7 +131,7 @@ class StatusServer(DaemonObserver):
             "uptime_s": round(time.time() - self._started_at, 1),
             "config": str(self._daemon.config_path) if self._daemon.config_path else None,
             "runners": self._daemon.live_runners(),
-            "clip_writer": {"pending": WRITER.pending, "dropped": WRITER.dropped},
+            "clip_writer": {"pending": writer.pending if writer else 0, "dropped": writer.dropped if writer else 0},
             **self._daemon.health.snapshot(),
         }
 

@@ -4,7 +4,8 @@ It runs after the classifier and reuses the penultimate embedding of the classif
 `Detection` (so no second network runs), plus two cheap signal
 features: the window's level (dBFS) and its spectral flux. Without a classifier in front
 it falls back to the window's log-mel spectral shape. The model of normal, its learning
-period, adaptation, habituation and budget threshold are in `earwitness.anomaly_model`.
+period, adaptation and habituation are in `model`, its budget threshold in `threshold`, the
+feature vector in `features`, its state on disk in `persistence`.
 
 State is kept per source in `<state_dir>/anomaly/<source>.npz`: saved every
 `save_interval_s` of audio (written and synced by a writer thread, off the event loop) and
@@ -22,62 +23,23 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import structlog
 
-from earwitness.anomaly_model import NormalModel, NormalModelParams, StateError, write_state
 from earwitness.config.detectors import AnomalyDetectorConfig
 from earwitness.core.windows import Detection, Window
+from earwitness.detectors.anomaly.features import (
+    feature_vector,
+    label_features,
+    logmel_shape,
+    params_from_config,
+    signal_features,
+)
+from earwitness.detectors.anomaly.model import NormalModel
+from earwitness.detectors.anomaly.persistence import StateError, load_model, serialize, write_state
 from earwitness.detectors.base import DetectorContext
 from earwitness.detectors.frontend import LogMel
 
 log = structlog.get_logger(__name__)
 
 VERSION = "1"
-
-
-def signal_features(logmel: np.ndarray | None, rms_dbfs: float) -> tuple[float, float, float]:
-    """(level in dBFS clipped to [-90, 0], spectral flux: mean positive log-mel rise per frame and band,
-    crest: loudest frame's energy over the window's mean frame energy, in dB)."""
-    level = float(np.clip(rms_dbfs, -90.0, 0.0))
-    if logmel is None or len(logmel) < 2:
-        return level, 0.0, 0.0
-    floored = np.maximum(logmel, math.log(1e-7))
-    rise = np.maximum(np.diff(floored, axis=0), 0.0)
-    energy = np.log(np.exp(floored).sum(axis=1) + 1e-7)  # ln of mel power per frame
-    crest = float((energy.max() - np.log(np.exp(energy).mean())) * (10.0 / math.log(10.0)))
-    return level, float(rise.mean()), crest
-
-
-def logmel_shape(logmel: np.ndarray) -> np.ndarray:
-    """Fallback embedding without a classifier: mean log-mel per band, level removed."""
-    shape = np.maximum(logmel, math.log(1e-7)).mean(axis=0)
-    return (shape - shape.mean()).astype(np.float32)
-
-
-def label_features(label_scores: Mapping[str, float] | None) -> np.ndarray:
-    """The classifier's probabilities of all its labels (sorted by name), as ln(p + 0.001) / 7, in [-1, 0]."""
-    if not label_scores:
-        return np.zeros(0, np.float32)
-    p = np.array([label_scores[k] for k in sorted(label_scores)], np.float64)
-    return (np.log(np.clip(p, 0.0, 1.0) + 1e-3) / 7.0).astype(np.float32)
-
-
-def feature_vector(embedding: np.ndarray, level_dbfs: float, flux: float, crest_db: float, labels: np.ndarray,
-                   config: AnomalyDetectorConfig) -> np.ndarray:
-    """The vector the model of normal works on: unit embedding; scaled level, flux, crest and label scores."""
-    e = np.asarray(embedding, np.float32).ravel()
-    e = e / (float(np.linalg.norm(e)) + 1e-6)
-    extra = np.array([level_dbfs * config.level_weight, flux * config.flux_weight, crest_db * config.crest_weight],
-                     np.float32)
-    return np.concatenate([e, extra, np.asarray(labels, np.float32) * config.label_weight])
-
-
-def params_from_config(config: AnomalyDetectorConfig) -> NormalModelParams:
-    return NormalModelParams(
-        learn_s=config.learn_s, bank_size=config.bank_size, k=config.k, exclude_s=config.exclude_s,
-        calib_exclude_s=config.calib_exclude_s,
-        adapt_s=config.adapt_s, max_per_day=config.max_per_day, habituate_episodes=config.habituate_episodes,
-        episode_gap_s=config.episode_gap_s, min_threshold=config.min_distance,
-        quiet_percentile=config.quiet_percentile,
-    )
 
 
 class AnomalyDetector:
@@ -112,7 +74,7 @@ class AnomalyDetector:
         if path is None or not path.exists():
             return NormalModel(self.params)
         try:
-            model = NormalModel.load(path, self.params)
+            model = load_model(path, self.params)
         except StateError as error:
             aside = path.with_name(path.name + ".corrupt")
             log.warning("anomaly state unusable, learning afresh", source=self.source, path=str(path),
@@ -131,7 +93,7 @@ class AnomalyDetector:
         if self.state_path is None:
             return
         self._wait_for_writes()
-        if self._write(self.model.serialize()):
+        if self._write(serialize(self.model)):
             self._since_save_s = 0.0
 
     def _save_in_background(self) -> None:
@@ -140,7 +102,7 @@ class AnomalyDetector:
             return
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"anomaly-save-{self.source}")
-        self._writer.submit(self._write, self.model.serialize())
+        self._writer.submit(self._write, serialize(self.model))
 
     def _write(self, data: bytes) -> bool:
         assert self.state_path is not None

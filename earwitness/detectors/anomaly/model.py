@@ -1,4 +1,4 @@
-"""A per-source model of "normal" sound for the anomaly detector (numpy only).
+"""A per-source model of "normal" sound for the anomaly detector (numpy only): scoring and learning.
 
 Design (see README, "Anomaly detector"):
 
@@ -22,24 +22,20 @@ Design (see README, "Anomaly detector"):
   leave-one-out distances, so alerting starts with a calibrated threshold.
 - **Score.** `1 - 0.5 ** (d / threshold)`: 0.5 at the threshold, in [0, 1).
 
-A clock of audio seconds is kept in the state, so times stay consistent across restarts.
+A clock of audio seconds is kept in the state, so times stay consistent across restarts. Saving and
+loading the state is `persistence`; fitting the threshold to the budget is `threshold`.
 """
 
 from __future__ import annotations
 
 import bisect
-import io
-import json
 import math
-import os
-import zipfile
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-STATE_VERSION = 1
-TAIL_QUANTILE = 0.99
+from earwitness.detectors.anomaly.threshold import budget_threshold
+
 MIN_RING = 50
 CANDIDATES = 16
 """Bank entries, beyond k, whose exact distance is taken after the fast (norm-expanded) pre-selection."""
@@ -71,10 +67,6 @@ class NormalModelParams:
     """A window quieter than this percentile of recent window levels is never anomalous: anomalies are
     sounds that appear, not the background receding (music stopping, a fade-out)."""
     level_ring_size: int = 4096
-
-
-class StateError(Exception):
-    """A state file that cannot be used (corrupt, other version, other feature size)."""
 
 
 class NormalModel:
@@ -297,120 +289,6 @@ class NormalModel:
         for x, t in zip(xs, ts):
             self._bank_put(x, float(t))
 
-    # -- persistence --------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        meta = {
-            "version": STATE_VERSION, "params": asdict(self.p), "dim": self.dim, "n_seen": self.n_seen,
-            "clock_s": self.clock_s, "learned_s": self.learned_s,
-            "threshold": self.threshold if math.isfinite(self.threshold) else None,
-            "ring_pos": self.ring_pos, "last_refit_s": _finite(self.last_refit_s),
-            "last_anomaly_s": _finite(self.last_anomaly_s), "episode": self.episode,
-            "n_habituated": self.n_habituated, "hop_s": getattr(self, "_hop_s", None),
-            "levels_pos": self.levels_pos,
-        }
-        arrays = {"bank": self.bank, "bank_t": self.bank_t, "ring": self.ring, "q": self.q, "q_t": self.q_t,
-                  "q_ep": self.q_ep, "levels": self.levels}
-        return {"meta": meta, "arrays": arrays}
-
-    def save(self, path: Path) -> None:
-        """Write the state atomically (temporary file, fsync, rename)."""
-        write_state(self.serialize(), path)
-
-    def serialize(self) -> bytes:
-        """The state as the bytes of an .npz file (a snapshot: later learning does not change it)."""
-        state = self.state_dict()
-        buf = io.BytesIO()
-        np.savez(buf, meta=np.frombuffer(json.dumps(state["meta"]).encode(), np.uint8), **state["arrays"])
-        return buf.getvalue()
-
-    @classmethod
-    def load(cls, path: Path, params: NormalModelParams, seed: int = 0) -> "NormalModel":
-        """Load a saved state; the current `params` apply. Raises StateError if it is unusable."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(bytes(data["meta"]).decode())
-                arrays = {name: data[name] for name in ("bank", "bank_t", "ring", "q", "q_t", "q_ep", "levels")}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as error:
-            raise StateError(f"unreadable: {type(error).__name__}: {error}") from None
-        if not isinstance(meta, dict) or meta.get("version") != STATE_VERSION:
-            raise StateError(f"unknown state version {meta.get('version') if isinstance(meta, dict) else meta!r}")
-        model = cls(params, seed)
-        try:
-            dim = meta["dim"]
-            if dim is not None:
-                model._init_dim(int(dim))
-                bank, q = arrays["bank"].astype(np.float32), arrays["q"].astype(np.float32)
-                if bank.ndim != 2 or bank.shape[1] != dim or q.ndim != 2 or q.shape[1] != dim:
-                    raise StateError("array shapes do not match the feature size")
-                if len(arrays["bank_t"]) != len(bank) or len(arrays["q_t"]) != len(q) or len(arrays["q_ep"]) != len(q):
-                    raise StateError("array lengths do not match")
-                if not np.all(np.isfinite(bank)):
-                    raise StateError("non-finite values in the memory bank")
-                n = min(len(bank), params.bank_size)
-                model._bank[:n], model._bank_t[:n], model.n_bank = bank[:n], arrays["bank_t"][:n], n
-                model._bank_sq[:n] = np.einsum("ij,ij->i", model._bank[:n], model._bank[:n])
-                model.q = q
-                model.q_t, model.q_ep = arrays["q_t"].astype(np.float64), arrays["q_ep"].astype(np.int64)
-            model.ring = arrays["ring"].astype(np.float32)[-params.ring_size:]
-            model.ring_pos = int(meta["ring_pos"]) % max(len(model.ring), 1)
-            model.n_seen = int(meta["n_seen"])
-            model.clock_s = float(meta["clock_s"])
-            model.learned_s = float(meta["learned_s"])
-            model.threshold = float(meta["threshold"]) if meta["threshold"] is not None else math.inf
-            model.last_refit_s = _unfinite(meta["last_refit_s"])
-            model.last_anomaly_s = _unfinite(meta["last_anomaly_s"])
-            model.episode = int(meta["episode"])
-            model.n_habituated = int(meta.get("n_habituated", 0))
-            model.levels = arrays["levels"].astype(np.float32)[-params.level_ring_size:]
-            model.levels_pos = int(meta.get("levels_pos", 0)) % max(len(model.levels), 1)
-            model._levels_sorted = sorted(model.levels.tolist())
-            if meta.get("hop_s"):
-                model.set_hop(float(meta["hop_s"]))
-        except StateError:
-            raise
-        except (KeyError, TypeError, ValueError) as error:
-            raise StateError(f"bad state: {type(error).__name__}: {error}") from None
-        if model.learned_s >= params.learn_s and len(model.ring) >= MIN_RING:
-            model.refit()  # the budget may have changed in the config
-        return model
-
-
-def write_state(data: bytes, path: Path) -> None:
-    """Write serialized state atomically: a temporary file, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def budget_threshold(scores: np.ndarray, exceedance: float, tail_quantile: float = TAIL_QUANTILE,
-                     min_tail: int = 50) -> float:
-    """Score that `exceedance` of windows exceed, from an exponential fit of the tail.
-
-    Above the tail quantile (the 99th percentile, lower when there are too few scores for
-    `min_tail` exceedances) the excesses are modelled as exponential (peaks over threshold,
-    shape 0). Its scale is estimated robustly, from the median excess, so that a few
-    anomalies among the scores do not inflate it. The result is never below the highest
-    score seen when the target lies beyond the observed range.
-    """
-    s = np.sort(np.asarray(scores, np.float64)[np.isfinite(scores)])
-    if len(s) == 0:
-        return math.inf
-    tail_p = min(max(1.0 - tail_quantile, min_tail / len(s)), 0.5)
-    if exceedance >= tail_p:
-        return float(np.quantile(s, 1.0 - exceedance))
-    u = float(np.quantile(s, 1.0 - tail_p))
-    excess = s[s > u] - u
-    beta = float(np.median(excess)) / math.log(2.0) if len(excess) else 0.0
-    beta = max(beta, 1e-6)
-    t = u + beta * math.log(tail_p / exceedance)
-    if exceedance < 1.0 / len(s) and len(s) >= 1000:
-        t = max(t, float(s[-1]))
-    return t
-
 
 def _percentile_of_sorted(values: list[float], q: float) -> float:
     """`np.percentile(values, q)` (linear interpolation) of values already sorted."""
@@ -418,11 +296,3 @@ def _percentile_of_sorted(values: list[float], q: float) -> float:
     low = int(position)
     high = min(low + 1, len(values) - 1)
     return values[low] + (values[high] - values[low]) * (position - low)
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
-def _unfinite(x: float | None) -> float:
-    return -math.inf if x is None else float(x)
