@@ -2,59 +2,30 @@
 
 `handle_event` queues the event message and returns at once. The hub's outbox writer thread
 stores it in the durable outbox (the SQLite commit and fsync happen there, in order) and
-wakes the hub's thread, which publishes the outbox in order and deletes each message on its
-PUBACK. The hub's thread also connects (with exponential backoff), keeps the retained status
-and sensor topics, announces Home Assistant discovery and takes remote commands. The network
-I/O runs in paho's own thread (`loop_start`), which waits on the socket; the hub's thread
-sleeps until there is something to do (a new message, an acknowledgement, a command) and
-wakes once a second for the health figures: no polling. A broker that is down or refuses the
-credentials only delays that hub's messages.
+hands it to the hub's thread (`session`), which publishes the outbox in order. A broker that is
+down or refuses the credentials only delays that hub's messages.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import queue
-import random
-import ssl
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as paho
 import structlog
-from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from earwitness.config.mqtt import HubConfig
 from earwitness.core.events import EventChange, SensorState
 from earwitness.core.supervision import supervised_thread
 from earwitness.guard.machine import GuardState
-from earwitness.integrations.mqtt.commands import sensor_command
-from earwitness.integrations.mqtt.connection import (
-    CREDENTIAL_REASONS,
-    MAX_INFLIGHT,
-    PasswordUnavailable,
-    close_socket,
-    connect,
-    new_client,
-)
-from earwitness.integrations.mqtt.discovery import discovery_messages
-from earwitness.integrations.mqtt.guard_link import HubGuard
 from earwitness.integrations.mqtt.outbox import Outbox, outbox_path
+from earwitness.integrations.mqtt.session import HubSession
 from earwitness.integrations.mqtt.topics import Topics
 from earwitness.integrations.sinks import SinkContext
 
 log = structlog.get_logger(__name__)
 
-CONNACK_TIMEOUT_S = 10.0
-HEALTH_INTERVAL_S = 1.0
-CLOSE_FLUSH_S = 0.3
-"""On close: how long pending alerts may still be sent, then as long again for `offline`."""
 CLOSE_JOIN_S = 0.9
 
 
@@ -66,43 +37,17 @@ class MqttHubSink:
         self.name = f"mqtt:{hub.name}"
         self._context = context
         config = context.config
-        self._device = config.device_id
         self._topics = Topics(hub.prefix, config.device_id)
-        self._client_id = hub.client_id or f"earwitness-{config.device_id}-{hub.name}"
-        self._sources = [s for s in config.sources if hub.route.sources is None or s.name in hub.route.sources]
-        self._source_names = {s.name for s in self._sources}
-        self._labels = list(context.labels) if hub.route.labels is None else [l for l in hub.route.labels if l in context.labels]
+        sources = [s for s in config.sources if hub.route.sources is None or s.name in hub.route.sources]
+        self._source_names = {s.name for s in sources}
+        labels = list(context.labels) if hub.route.labels is None else [l for l in hub.route.labels if l in context.labels]
         self._log = log.bind(hub=hub.name)
-        self._guard: HubGuard | None = None
-        if config.guard.enabled and context.guard_input is not None:
-            self._guard = HubGuard(hub, config.guard, self._topics, context.guard_input, self._log)
+        self._session = HubSession(hub, self.name, context, self._topics, sources, labels, self._log)
         self._outbox: Outbox | None = None
         self._incoming: queue.SimpleQueue[tuple[bytes, tuple[str, str]] | None] = queue.SimpleQueue()
         """Event messages (and their live ON/OFF state) for the outbox writer thread, in order."""
-        self._live: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
-        self._acks: queue.SimpleQueue[tuple[int, ReasonCode | None]] = queue.SimpleQueue()
-        """PUBACKs from paho's network thread, for the hub's thread."""
-        self._wake = threading.Event()
-        """Set when the hub's thread has something to do."""
-        self._sensors: dict[str, bool] = {}
-        self._sensors_dirty: set[str] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._writer: threading.Thread | None = None
-        # Owned by the hub's thread:
-        self._state = "stopped"
-        self._error: str | None = None
-        self._connack: ReasonCode | None = None
-        self._lost = False
-        self._inflight: dict[int, int] = {}
-        self._cursor = 0
-        """The newest outbox message sent on this connection."""
-        self._newest = 0
-        """The newest outbox message written: nothing to read from the outbox while it equals the cursor."""
-        self._announce = False
-        self._published = 0
-        self._last_health = 0.0
 
     # --- the sink interface (any thread) ---------------------------------------------
 
@@ -117,15 +62,14 @@ class MqttHubSink:
         except Exception as error:  # an unwritable state directory must not lose live alerts
             self._log.error("mqtt outbox cannot be opened, alerts are kept in memory only", path=str(path), error=str(error))
             self._outbox = Outbox(Path(":memory:"), self.hub.name, limits.max_messages, limits.max_age_s)
-        self._newest = self._outbox.newest()
         pending = self._outbox.depth()
         if pending:
             self._log.info("mqtt outbox has pending alerts from before", pending=pending)
-        self._set_state("disconnected")
-        health = self._context.health
-        self._writer = supervised_thread(health, f"mqtt-outbox-{self.hub.name}", self._write, self._stop)
+        self._session.open(self._outbox)
+        health, stop = self._context.health, self._session.stop
+        self._writer = supervised_thread(health, f"mqtt-outbox-{self.hub.name}", self._write, stop)
         self._writer.start()
-        self._thread = supervised_thread(health, f"mqtt-{self.hub.name}", self._run, self._stop)
+        self._thread = supervised_thread(health, f"mqtt-{self.hub.name}", self._session.run, stop)
         self._thread.start()
 
     def handle_event(self, change: EventChange) -> None:
@@ -137,17 +81,11 @@ class MqttHubSink:
         self._incoming.put((payload, live))
 
     def handle_guard(self, state: GuardState, alarm: bool) -> None:
-        if self._guard is not None:
-            self._guard.update(state, alarm)
-            self._wake.set()
+        self._session.guard(state, alarm)
 
     def handle_sensor(self, state: SensorState) -> None:
-        if state.source.name not in self._source_names:
-            return
-        with self._lock:
-            self._sensors[state.source.name] = state.enabled
-            self._sensors_dirty.add(state.source.name)
-        self._wake.set()
+        if state.source.name in self._source_names:
+            self._session.sensor(state.source.name, state.enabled)
 
     def close(self) -> None:
         """Store what is queued, send what can be sent quickly, publish `offline`, disconnect;
@@ -155,8 +93,8 @@ class MqttHubSink:
         if self._writer is not None:
             self._incoming.put(None)
             self._writer.join(CLOSE_JOIN_S)
-        self._stop.set()
-        self._wake.set()
+        self._session.stop.set()
+        self._session.wake.set()
         if self._thread is not None:
             self._thread.join(CLOSE_JOIN_S)
             if self._thread.is_alive():
@@ -173,263 +111,13 @@ class MqttHubSink:
         while (item := self._incoming.get()) is not None:
             payload, live = item
             try:
-                self._newest = self._outbox.add(self._topics.events, payload)
+                seq = self._outbox.add(self._topics.events, payload)
             except Exception:
                 self._log.exception("mqtt outbox cannot store an alert")
                 continue
-            self._live.put(live)
-            self._wake.set()
-
-    # --- the hub's thread ------------------------------------------------------------
+            self._session.stored(seq, live)
 
     def _routed(self, source: str, label: str) -> bool:
         route = self.hub.route
         return (route.sources is None or source in route.sources) and (route.labels is None or label in route.labels)
 
-    def _run(self) -> None:
-        delay = self.hub.reconnect_min_s
-        while not self._stop.is_set():
-            try:
-                connected = self._session()
-            except Exception as error:
-                self._log.exception("mqtt hub failed, will reconnect")
-                self._error, connected = f"{type(error).__name__}: {error}", False
-            if self._guard is not None:
-                self._guard.disconnected()
-            if self._stop.is_set():
-                break
-            delay = self.hub.reconnect_min_s if connected else delay
-            wait = delay * random.uniform(0.8, 1.0)
-            self._set_state(self._state if self._state == "refused" else "disconnected")
-            self._log.info("mqtt reconnecting", in_s=round(wait, 2))
-            self._stop.wait(wait)
-            delay = min(delay * 2, self.hub.reconnect_max_s)
-        self._set_state("stopped")
-
-    def _session(self) -> bool:
-        """One connection, from connect to its end; True if the broker accepted it."""
-        hub = self.hub
-        self._set_state("connecting")
-        self._log.info("mqtt connecting", host=hub.host, port=hub.effective_port, tls=hub.tls is not None,
-                       protocol=hub.protocol, client_id=self._client_id)
-        try:
-            client = new_client(hub, self._client_id, self._topics.status,
-                                self._on_connect, self._on_disconnect, self._on_publish, self._on_message)
-        except PasswordUnavailable as error:
-            self._fail("mqtt password unavailable", str(error))
-            return False
-        except (OSError, ssl.SSLError, ValueError) as error:
-            self._fail("mqtt TLS setup failed", f"{type(error).__name__}: {error}")
-            return False
-        self._connack, self._lost = None, False
-        try:
-            connect(client, hub)
-        except ssl.SSLError as error:
-            self._fail("mqtt TLS handshake failed", f"{type(error).__name__}: {error}")
-            return False
-        except (OSError, ValueError) as error:
-            self._fail("mqtt connect failed", f"{type(error).__name__}: {error}")
-            return False
-        client.loop_start()
-        try:
-            return self._converse(client)
-        finally:
-            with contextlib.suppress(Exception):
-                client.disconnect()  # wakes paho's thread, which then ends (a no-op when the connection is gone)
-            client.loop_stop()
-            close_socket(client)
-
-    def _converse(self, client: paho.Client) -> bool:
-        deadline = time.monotonic() + CONNACK_TIMEOUT_S
-        while True:
-            self._wake.clear()
-            if self._connack is not None:
-                break
-            if self._stop.is_set():
-                return False
-            if self._lost:
-                self._fail("mqtt connect failed", "connection closed before the broker answered (no CONNACK)")
-                return False
-            if time.monotonic() > deadline:
-                self._fail("mqtt broker did not answer the connect", "CONNACK timeout")
-                return False
-            self._wake.wait(deadline - time.monotonic())
-        if self._connack.is_failure:
-            if self._connack.value in CREDENTIAL_REASONS:
-                self._set_state("refused")
-                self._error = f"credentials refused: {self._connack}"
-                self._log.error("mqtt broker refused the credentials: check username and password",
-                                host=self.hub.host, username=self.hub.username, reason=str(self._connack))
-            else:
-                self._fail("mqtt broker refused the connection", str(self._connack))
-            return False
-        self._on_connected(client)
-        while not self._stop.is_set():
-            self._wake.clear()
-            self._take_acks()
-            self._send(client)
-            if self._lost or not client.is_connected():
-                self._fail("mqtt connection lost", self._error or "socket closed")
-                return True
-            self._update_health()
-            self._wake.wait(HEALTH_INTERVAL_S)
-        self._goodbye(client)
-        return True
-
-    def _on_connected(self, client: paho.Client) -> None:
-        self._inflight.clear()
-        while not self._acks.empty():  # of the previous connection's messages: they are sent again
-            self._acks.get_nowait()
-        self._cursor = 0
-        self._error = None
-        while not self._live.empty():  # ON/OFF from while it was down are stale; the outbox has the events
-            self._live.get_nowait()
-        self._set_state("connected")
-        assert self._outbox is not None
-        self._log.info("mqtt connected", host=self.hub.host, pending=self._outbox.depth())
-        client.publish(self._topics.status, "online", qos=1, retain=True)
-        if self.hub.discovery.enabled:
-            client.subscribe(f"{self.hub.discovery.prefix}/status", qos=1)
-        if self.hub.allow_remote_control:
-            client.subscribe(self._topics.sensor_set_filter, qos=1)
-        if self._guard is not None:
-            self._guard.connected(client)
-        with self._lock:
-            self._sensors_dirty = set(self._sensors)
-        self._announce = self.hub.discovery.enabled
-
-    def _send(self, client: paho.Client) -> None:
-        """Publish what is due: discovery, sensor states, live ON/OFF, then the outbox in order."""
-        hub = self.hub
-        if self._announce:
-            self._announce = False
-            messages = discovery_messages(hub, self._device, [(s.name, s.location) for s in self._sources], self._labels,
-                                          guard=self._guard is not None)
-            for topic, payload in messages:
-                client.publish(topic, payload, qos=1, retain=True)
-            self._log.info("mqtt discovery announced", prefix=hub.discovery.prefix, configs=len(messages))
-        with self._lock:
-            dirty = {name: self._sensors[name] for name in self._sensors_dirty}
-            self._sensors_dirty.clear()
-        for source, enabled in dirty.items():
-            client.publish(self._topics.sensor(source), "enabled" if enabled else "disabled", qos=1, retain=True)
-        if self._guard is not None:
-            self._guard.send(client)
-        while not self._live.empty():
-            topic, payload = self._live.get_nowait()
-            client.publish(topic, payload, qos=hub.qos, retain=False)
-        assert self._outbox is not None
-        room = MAX_INFLIGHT - len(self._inflight)
-        if room <= 0 or self._newest <= self._cursor:
-            return
-        for message in self._outbox.after(self._cursor, room):
-            properties = None
-            if hub.protocol == "5":
-                properties = Properties(PacketTypes.PUBLISH)
-                remaining = hub.outbox.max_age_s - message.age_s
-                properties.MessageExpiryInterval = max(1, int(remaining))
-            info = client.publish(message.topic, message.payload, qos=hub.qos, retain=False, properties=properties)
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._log.warning("mqtt publish failed, will retry", rc=str(info.rc))
-                return
-            self._cursor = message.seq
-            self._inflight[info.mid] = message.seq
-
-    def _take_acks(self) -> None:
-        """Forget the outbox messages the broker has acknowledged (PUBACKs queued by paho's thread)."""
-        assert self._outbox is not None
-        while not self._acks.empty():
-            mid, reason = self._acks.get_nowait()
-            seq = self._inflight.pop(mid, None)
-            if seq is None:
-                continue
-            if reason is not None and reason.is_failure:
-                self._log.warning("mqtt broker rejected an alert; it stays in the outbox", reason=str(reason), seq=seq)
-                continue
-            self._outbox.ack(seq)
-            self._published += 1
-
-    def _goodbye(self, client: paho.Client) -> None:
-        """Stopping: a short flush of the outbox, then `offline`, then a clean disconnect."""
-        deadline = time.monotonic() + CLOSE_FLUSH_S
-        while time.monotonic() < deadline and not self._lost:
-            self._wake.clear()
-            self._take_acks()
-            self._send(client)
-            if not self._inflight:
-                break
-            self._wake.wait(max(0.0, deadline - time.monotonic()))
-        info = client.publish(self._topics.status, "offline", qos=1, retain=True)
-        with contextlib.suppress(Exception):
-            info.wait_for_publish(CLOSE_FLUSH_S)
-        client.disconnect()
-        assert self._outbox is not None
-        self._log.info("mqtt disconnected", pending=self._outbox.depth())
-
-    # --- paho callbacks (run in paho's network thread): hand over to the hub's thread -----
-
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any) -> None:
-        self._connack = reason
-        self._wake.set()
-
-    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any) -> None:
-        self._lost = True
-        if reason is not None and reason.is_failure:
-            self._error = str(reason)
-        self._wake.set()
-
-    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
-        self._acks.put((mid, reason))
-        self._wake.set()
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        topic = message.topic
-        payload = message.payload.decode("utf-8", errors="replace").strip()
-        if self.hub.discovery.enabled and topic == f"{self.hub.discovery.prefix}/status":
-            if payload == "online":
-                self._log.info("home assistant came online, announcing discovery again")
-                self._announce = True
-                with self._lock:
-                    self._sensors_dirty = set(self._sensors)
-                self._wake.set()
-            return
-        if self._guard is not None and self._guard.on_message(topic, payload, message.retain):
-            return
-        if self.hub.allow_remote_control:
-            command = sensor_command(self._topics, topic, payload, message.retain, self._source_names, self._log)
-            if command is not None:
-                self._context.set_sensor(*command)
-
-    # --- state and health -------------------------------------------------------------
-
-    def _fail(self, what: str, error: str) -> None:
-        self._error = error
-        self._log.warning(what, host=self.hub.host, port=self.hub.effective_port, error=error)
-
-    def _set_state(self, state: str) -> None:
-        if state != self._state:
-            self._state = state
-        self._update_health(force=True)
-
-    def _update_health(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_health < HEALTH_INTERVAL_S:
-            return
-        self._last_health = now
-        outbox = self._outbox
-        try:
-            depth = outbox.depth() if outbox is not None else 0
-        except Exception:
-            depth = None
-        self._context.health.sinks[self.name] = {
-            "connected": self._state == "connected",
-            "state": self._state,
-            "host": f"{self.hub.host}:{self.hub.effective_port}",
-            "outbox": depth,
-            "inflight": len(self._inflight),
-            "published": self._published,
-            "dropped": outbox.dropped if outbox is not None else 0,
-            "outbox_in_memory": outbox.in_memory if outbox is not None else 0,
-            "outbox_write_failures": outbox.write_failures if outbox is not None else 0,
-            "error": self._error,
-        }
