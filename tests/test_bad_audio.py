@@ -42,7 +42,7 @@ def test_eval_counts_the_readable_part_of_a_truncated_recording_and_names_it(tmp
     from earwitness.config import parse_config
     from earwitness.detectors import build_detectors
     from earwitness.training.data import Item
-    from earwitness.training.evaluate import run_recording
+    from earwitness.training.streaming import run_recording
 
     cut = truncated(write_bursts(tmp_path / "whole.flac", 10.0, [1.0, 8.0]), tmp_path / "cut.flac")
     config = parse_config({"detectors": ENERGY})

@@ -14,8 +14,8 @@ from earwitness.config import load_config
 from earwitness.detectors.classifier import ClassifierDetector
 from earwitness.training.calibrate import window_scores
 from earwitness.training.data import load_audio, read_manifest
-from earwitness.training.home_eval import onset_results, onset_variant
 from earwitness.training.day_plan import DayRenderer, plan_day
+from earwitness.training.home_eval import onset_results, onset_variant
 from earwitness.training.long_day import long_day, stream_day
 
 HOUSEHOLD = ("dishes_clink", "keys_jingle", "door_slam", "coins", "footsteps", "door_knock", "metal_impact",

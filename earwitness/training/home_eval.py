@@ -47,7 +47,7 @@ def floor_noise(n: int, dbfs: float, rng: np.random.Generator) -> np.ndarray:
 def onset_results(config, detector, data_dir: Path, items: Sequence[Item], seed: int = 0,
                   progress: bool = True) -> dict[str, list]:
     """Each clip of `items` in each onset condition, streamed through the pipeline (RecordingResults)."""
-    from earwitness.training.evaluate import run_blocks
+    from earwitness.training.streaming import run_blocks
 
     clips = [it for it in items if it.kind == "clips"]
     out: dict[str, list] = {c: [] for c in ONSET_CONDITIONS}

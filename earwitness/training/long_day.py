@@ -31,7 +31,7 @@ from earwitness import SAMPLE_RATE
 from earwitness.core.windows import Detection, Window
 from earwitness.training.data import Item
 from earwitness.training.day_plan import COLLAR_S, DayPlan, DayRenderer, Placed, plan_day
-from earwitness.training.evaluate import DetectorView
+from earwitness.training.streaming import DetectorView
 
 
 @dataclass

@@ -19,6 +19,7 @@ from earwitness.detectors.cnn import EarNet
 from earwitness.training import augment as A
 from earwitness.training import calibrate as C
 from earwitness.training.data import SCRATCH_LIKE, AudioCache, Item
+from earwitness.training.scorer import TorchScorer
 from earwitness.training.synth import synth_scratch
 
 MAX_NEGATIVE_FRAMES = 60000
@@ -34,8 +35,6 @@ class ScratchHead:
 
 def _windows(model: EarNet, frontend, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per window of the stream: embeddings of the frames it scores [W, k, E], and its newest hop's activity share."""
-    from earwitness.training.train import TorchScorer
-
     embs: list[np.ndarray] = []
 
     class _Keep(TorchScorer):

@@ -18,7 +18,6 @@ import torch
 from tqdm import tqdm
 
 from earwitness import SAMPLE_RATE, __version__
-from earwitness.detectors.classifier import tail_slice
 from earwitness.detectors.cnn import FRAME_HOP_S, EarNet, n_params
 from earwitness.detectors.frontend import HOP_LENGTH, N_MELS, WIN_LENGTH
 from earwitness.training import calibrate as C
@@ -33,6 +32,7 @@ from earwitness.training.data import (
     split_by_group,
 )
 from earwitness.training.pool import Pool, build_pool
+from earwitness.training.scorer import TorchScorer
 from earwitness.training.torch_frontend import LogMelFrontend
 from earwitness.training.yamnet import default_model_dir
 
@@ -98,20 +98,6 @@ def validation_scores(detector, frontend, items: list[Item], cache: AudioCache, 
     for it in tqdm(items, desc="scoring validation", disable=not progress, leave=False):
         out[it.path] = C.window_scores(detector, frontend, cache.get(it.path))[0]
     return out
-
-
-class TorchScorer:
-    """Scores windows with the model in memory the way the classifier detector does (newest hop's frames)."""
-
-    def __init__(self, model: EarNet, hop_s: float = 0.25) -> None:
-        self.model, self.hop_s = model, hop_s
-
-    def score_logmel_batch(self, logmel: np.ndarray, window_s: float) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(np.ascontiguousarray(logmel, np.float32)))
-        logits, emb = out[0].numpy(), out[1].numpy()
-        tail = tail_slice(logits.shape[1], window_s, self.hop_s, FRAME_HOP_S)
-        return 1 / (1 + np.exp(-logits[:, tail].max(axis=1))), emb[:, tail]
 
 
 def mine(model: EarNet, frontend: LogMelFrontend, items: list[Item], cache: AudioCache, labels: tuple[str, ...],
