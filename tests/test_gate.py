@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from earwitness.app import build_pipeline
 from earwitness.config import Config, GateConfig, SourceConfig
 from earwitness.core.events import EventChange
-from earwitness.daemon.pipeline import build_pipeline
 from earwitness.detectors.gate import EnergyGate
 
 RATE = 16_000

@@ -17,8 +17,8 @@ import pytest
 import soundfile
 import yaml
 
+from earwitness.app import build_pipeline
 from earwitness.config import Config, SourceConfig
-from earwitness.daemon.pipeline import build_pipeline
 from tests.daemon_process import DaemonProcess, write_config
 from tests.mqtt_broker import MOSQUITTO, Broker, Subscriber, wait_until
 from tests.test_mqtt import DEVICE, cleanup, hub  # noqa: F401
