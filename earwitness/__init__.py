@@ -10,6 +10,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __version__ = "0.1.0"
 
-from earwitness.core.audio import SAMPLE_RATE  # noqa: E402  (after the environment above, as numpy must be)
+from earwitness.core.audio import SAMPLE_RATE
 
 __all__ = ["SAMPLE_RATE", "__version__"]

@@ -7,8 +7,8 @@ other module chooses an implementation. The command line's `run` builds the daem
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from earwitness.config import Config, SourceConfig
 from earwitness.core.events import EventChange, SourceInfo

@@ -296,9 +296,11 @@ def _listen(workdir: Path, scene: Scene, settings: dict[str, Any] | None = None)
     began = time.time()
     daemon = subprocess.Popen(_earwitness("run", "--config", str(config_path)), stdin=subprocess.PIPE,
                               stdout=subprocess.DEVNULL, env={**os.environ, "NOTIFY_SOCKET": str(notify_path)})
+    stdin = daemon.stdin
+    assert stdin is not None
     try:
-        daemon.stdin.write(pcm[:first_window])
-        daemon.stdin.flush()
+        stdin.write(pcm[:first_window])
+        stdin.flush()
         played_from = began - first_window / 2 / SAMPLE_RATE  # when sample 0 was "played"
         steady: tuple[float, float] | None = None
         for i in range(first_window, len(pcm), chunk_bytes):
@@ -307,15 +309,15 @@ def _listen(workdir: Path, scene: Scene, settings: dict[str, Any] | None = None)
             time.sleep(max(0.0, played_from + end / 2 / SAMPLE_RATE - time.time()))
             if steady is None and i / 2 / SAMPLE_RATE >= WARM_UP_S:
                 steady = (time.time(), _cpu_seconds(daemon.pid))
-            daemon.stdin.write(pcm[i : i + chunk_bytes])
-            daemon.stdin.flush()
+            stdin.write(pcm[i : i + chunk_bytes])
+            stdin.flush()
         assert steady is not None, "play more audio than the warm-up"
         played_s = time.time() - steady[0]
         cpu_s = _cpu_seconds(daemon.pid) - steady[1]
         rss_mb = _peak_rss_mb(daemon.pid)
         time.sleep(1.0)
     finally:
-        daemon.stdin.close()
+        stdin.close()
         daemon.wait(10)
         subscriber.loop_stop()
         broker.stop()
@@ -357,7 +359,8 @@ def _runtime_install_mb() -> float | None:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             return None
-        total += sum(Path(dist.locate_file(f)).stat().st_size for f in dist.files or [] if Path(dist.locate_file(f)).is_file())
+        files = [Path(str(dist.locate_file(f))) for f in dist.files or []]
+        total += sum(path.stat().st_size for path in files if path.is_file())
         todo += [Requirement(r) for r in dist.requires or []]
     return round(total / 2**20, 1)
 
@@ -366,7 +369,7 @@ def _wait_ready(notify: socket.socket, ready_at: list[float]) -> None:
     while not ready_at:
         try:
             message = notify.recv(4096).decode()
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:
             return

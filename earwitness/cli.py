@@ -9,8 +9,8 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from earwitness import __version__
 from earwitness.config import Config, ConfigError, SourceConfig, default_config_path, load_config

@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 UNIT_NAME = "earwitness.service"
 UNIT_DIR = Path("etc/systemd/system")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.daemon_process import DaemonProcess
+from tests.mqtt_broker import Broker, Subscriber
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -35,3 +37,17 @@ def daemons(tmp_path: Path):
     yield start
     for daemon in started:
         daemon.kill()
+
+
+@pytest.fixture
+def cleanup():
+    """Things to stop at the end of a test, last started first."""
+    items: list[Any] = []
+    yield items
+    for item in reversed(items):
+        if isinstance(item, DaemonProcess):
+            item.kill()
+        elif isinstance(item, Subscriber):
+            item.close()
+        elif isinstance(item, Broker):
+            item.stop()

@@ -16,9 +16,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -115,7 +116,7 @@ class Broker:
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 
-    def start(self) -> "Broker":
+    def start(self) -> Broker:
         assert self.process is None or self.process.poll() is not None, "already running"
         self.process = subprocess.Popen([MOSQUITTO or "mosquitto", "-c", str(self.conf)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

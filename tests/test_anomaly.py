@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from earwitness.app import build_pipeline
-from earwitness.config import ConfigError, parse_config
+from earwitness.config import Config, ConfigError, parse_config
+from earwitness.core.events import EventChange
+from earwitness.detectors.anomaly import AnomalyDetector
 from earwitness.detectors.anomaly.model import NormalModel, NormalModelParams
 from earwitness.detectors.anomaly.persistence import load_model, save_model
 from earwitness.detectors.anomaly.threshold import budget_threshold
+from earwitness.detectors.classifier import ClassifierDetector
 from tests.audio import tone_bursts
 
 SR = 16_000
@@ -36,16 +40,18 @@ def _no_window_logs(monkeypatch):
 
 
 
-def _config(state_dir: Path, **anomaly) -> object:
+def _config(state_dir: Path, **anomaly: Any) -> Config:
     settings = {"type": "anomaly", "learn_s": LEARN_S, "bank_size": 256, "exclude_s": 2.0, **anomaly}
     return parse_config({"state_dir": str(state_dir), "log_level": "warning", "detectors": [settings]})
 
 
 def _run(config, audio: np.ndarray):
     """Feed audio through a fresh pipeline; (started anomaly events, per-window scores, the detector)."""
-    events, scores = [], []
+    events: list[EventChange] = []
+    scores: list[tuple[float, float]] = []
     pipeline = build_pipeline(config, config.sources[0], events.append)
     detector = pipeline._detectors[0]
+    assert isinstance(detector, AnomalyDetector)
     original = detector.detect
 
     def recording(windows, found):
@@ -53,7 +59,7 @@ def _run(config, audio: np.ndarray):
         scores.extend((window.start_s, detection.scores["anomaly"]) for window, detection in zip(windows, result))
         return result
 
-    detector.detect = recording
+    detector.detect = recording  # type: ignore[method-assign]
     for i in range(0, len(audio), 4000):
         pipeline.process(audio[i : i + 4000])
     pipeline.finish()
@@ -112,6 +118,7 @@ def test_periodic_saves_are_written_by_a_writer_thread_while_listening(tmp_path)
     config = _config(tmp_path, save_interval_s=5.0)
     pipeline = build_pipeline(config, config.sources[0], lambda change: None)
     detector = pipeline._detectors[0]
+    assert isinstance(detector, AnomalyDetector)
     path = tmp_path / "anomaly" / "default.npz"
     audio = tone_bursts(12.0, [], noise_dbfs=-45.0, seed=1)
     for i in range(0, len(audio), 4000):
@@ -161,7 +168,7 @@ def test_repeated_sound_stops_being_anomalous():
     model = _learnt(PARAMS, rng)
     novel = np.full(8, 1.0, np.float32)
     peaks = []
-    for episode in range(6):
+    for _episode in range(6):
         episode_scores = []
         for x in novel + _normal(rng, 8) * 0.3:  # 2 s of the new sound
             episode_scores.append(model.step(x, 0.25)[1])
@@ -216,9 +223,10 @@ def test_with_the_classifier_uses_its_embedding_and_labels(tmp_path):
         pytest.skip("no shipped classifier model yet")
     config = parse_config({"state_dir": str(tmp_path), "log_level": "warning", "detectors": [
         {"type": "classifier"}, {"type": "anomaly", "learn_s": 8.0, "bank_size": 64, "exclude_s": 1.0}]})
-    events = []
+    events: list[EventChange] = []
     pipeline = build_pipeline(config, config.sources[0], events.append)
     classifier, anomaly = pipeline._detectors
+    assert isinstance(classifier, ClassifierDetector) and isinstance(anomaly, AnomalyDetector)
     assert anomaly.known_thresholds == classifier.thresholds  # claims are judged against these
     audio = _with(tone_bursts(14.0, [], noise_dbfs=-45.0), _chirp(1.5), 11.0)
     for i in range(0, len(audio), 4000):

@@ -73,14 +73,14 @@ class FakeLLM:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path != "/v1/models":
                     self._send(404, b'{"detail": "Not Found"}')
                     return
                 self._send(200, json.dumps({"object": "list", "data": [
                     {"id": name, "object": "model", "owned_by": "test"} for name in owner.models]}).encode())
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with owner.lock:
                     owner.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body),
@@ -159,10 +159,10 @@ STARTED = datetime(2026, 11, 22, 14, 41, 17, 500000, tzinfo=timezone.utc)
 
 
 def make_event(**changes: Any) -> Event:
-    fields: dict[str, Any] = dict(
-        label="glass_break", source=SourceInfo("hall", "living_room"), device="dev", model="cnn-2", score=0.93,
-        start_s=3.0, started_at=STARTED, details={"top_labels": {"glass_break": 0.93, "speech": 0.41, "door": 0.2}},
-    )
+    fields: dict[str, Any] = {
+        "label": "glass_break", "source": SourceInfo("hall", "living_room"), "device": "dev", "model": "cnn-2", "score": 0.93,
+        "start_s": 3.0, "started_at": STARTED, "details": {"top_labels": {"glass_break": 0.93, "speech": 0.41, "door": 0.2}},
+    }
     fields.update(changes)
     return Event(**fields)
 
@@ -732,6 +732,7 @@ class Recorder:
 
     def start(self) -> None: ...
     def handle_sensor(self, state) -> None: ...
+    def handle_guard(self, state, alarm) -> None: ...
     def close(self) -> None: ...
 
     def handle_event(self, change: EventChange) -> None:

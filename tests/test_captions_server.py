@@ -16,9 +16,9 @@ import pytest
 pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving] (script/setup --dev)")
 pytest.importorskip("transformers", reason="transformers serve needs transformers[serving] (script/setup --dev)")
 
-from tests.test_captions import REFUSED, closed_port_url  # noqa: E402
-from tests.test_captions_daemon import JSONL_EXTRAS, SCHEMA, Watched  # noqa: E402
-from tests.tiny_llm import CLEAN_REPLY, REPLY, TransformersServer, build_model  # noqa: E402
+from tests.test_captions import REFUSED, closed_port_url
+from tests.test_captions_daemon import JSONL_EXTRAS, SCHEMA, Watched
+from tests.tiny_llm import CLEAN_REPLY, REPLY, TransformersServer, build_model
 
 ALERT_LATENCY_S = 1.5
 

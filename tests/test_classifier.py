@@ -115,7 +115,7 @@ def test_glass_scores_hold_from_quiet_to_loud(shared_data, onnx_det):
     cache = AudioCache(shared_data, None)
     j = onnx_det.labels.index("glass_break")
     thr = onnx_det.thresholds["glass_break"]
-    found = {}
+    found: dict[float, list[bool]] = {}
     for it in _val_clips(shared_data, {"glass_break"})[:12]:
         x = cache.get(it.path)
         if window_scores(onnx_det, onnx_det.frontend, x)[0][:, j].max() < thr:
@@ -130,7 +130,7 @@ def test_a_long_chunk_gives_the_events_of_one_window_at_a_time(shared_data, onnx
     """The pipeline scores a long chunk's windows in one model run; events and peaks stay those of
     the daemon's small chunks (one window per call)."""
     from earwitness.config import load_config
-    from earwitness.core.events import SourceInfo
+    from earwitness.core.events import EventChange, SourceInfo
     from earwitness.daemon.pipeline import Pipeline
 
     cache = AudioCache(shared_data, None)
@@ -142,7 +142,7 @@ def test_a_long_chunk_gives_the_events_of_one_window_at_a_time(shared_data, onnx
     audio = np.concatenate([x for it in clips for x in (quiet, cache.get(it.path))])
     results = {}
     for chunk in (800, len(audio)):
-        changes = []
+        changes: list[EventChange] = []
         pipeline = Pipeline(SourceInfo("t", "t"), load_config(None), [ClassifierDetector()], changes.append)
         for i in range(0, len(audio), chunk):
             pipeline.process(audio[i: i + chunk])

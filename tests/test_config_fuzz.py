@@ -12,8 +12,8 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tests.audio import write_bursts
 from tests.daemon_process import earwitness_command

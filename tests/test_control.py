@@ -16,7 +16,7 @@ import pytest
 from tests.daemon_process import earwitness_command, write_config
 from tests.mqtt_broker import MOSQUITTO, Broker, Subscriber, wait_until
 from tests.test_daemon import windows_after
-from tests.test_mqtt import DEVICE, burst_loop, cleanup, daemon_config, hub, logs_with, source, start_daemon  # noqa: F401
+from tests.test_mqtt import DEVICE, burst_loop, daemon_config, hub, logs_with, source, start_daemon
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
 

@@ -21,7 +21,7 @@ from earwitness.app import build_pipeline
 from earwitness.config import Config, SourceConfig
 from tests.daemon_process import DaemonProcess, write_config
 from tests.mqtt_broker import MOSQUITTO, Broker, Subscriber, wait_until
-from tests.test_mqtt import DEVICE, cleanup, hub  # noqa: F401
+from tests.test_mqtt import DEVICE, hub
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
 
@@ -66,7 +66,7 @@ def glass_clip(data: Path) -> np.ndarray:
         clip = clip * (0.3 / max(float(np.abs(clip).max()), 1e-6))
         found: list[str] = []
         pipeline = build_pipeline(config, SourceConfig(name="probe", input="-"),
-                                  lambda change: found.append(change.event.label))
+                                  lambda change: found.append(change.event.label))  # noqa: B023 (used at once)
         pipeline.process(np.concatenate([noise, clip, noise, noise]))
         pipeline.finish()
         if "glass_break" in found:
@@ -138,9 +138,10 @@ def guard_states(subscriber: Subscriber) -> list[dict]:
     return [m.json() for m in subscriber.on(f"earwitness/{DEVICE}/guard")]
 
 
-def last_guard(subscriber: Subscriber) -> dict | None:
+def last_guard(subscriber: Subscriber) -> dict[str, Any]:
+    """The newest guard state the subscriber heard; {} before the first."""
     states = guard_states(subscriber)
-    return states[-1] if states else None
+    return states[-1] if states else {}
 
 
 def starts(subscriber: Subscriber, label: str = "glass_break") -> list[dict]:

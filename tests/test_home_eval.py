@@ -65,7 +65,7 @@ def test_onset_variants_hold_the_silence_and_the_floor():
     assert not audio[:lead].any() and np.array_equal(audio[lead:], clip)
     audio, floor = onset_variant(clip, "quiet_floor", np.random.default_rng(1))
     lead = len(audio) - len(clip)
-    assert -70 <= floor <= -50 and 0.5 * SAMPLE_RATE <= lead <= SAMPLE_RATE
+    assert floor is not None and -70 <= floor <= -50 and 0.5 * SAMPLE_RATE <= lead <= SAMPLE_RATE
     rms_db = lambda x: 20 * np.log10(np.sqrt(np.mean(np.square(x, dtype=np.float64))))  # noqa: E731
     assert abs(rms_db(audio[:lead]) - floor) < 1.0
     assert abs(rms_db(audio[lead:] - clip) - floor) < 1.0  # the floor goes on under the clip

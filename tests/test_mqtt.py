@@ -90,20 +90,6 @@ def outbox_rows(tmp_path: Path, hub_name: str) -> list[tuple[int, str, bytes]]:
         return db.execute("SELECT seq, topic, payload FROM outbox ORDER BY seq").fetchall()
 
 
-@pytest.fixture
-def cleanup():
-    """Things to stop at the end of a test, last started first."""
-    items: list[Any] = []
-    yield items
-    for item in reversed(items):
-        if isinstance(item, DaemonProcess):
-            item.kill()
-        elif isinstance(item, Subscriber):
-            item.close()
-        elif isinstance(item, Broker):
-            item.stop()
-
-
 # --- tests ---------------------------------------------------------------------------------
 
 
@@ -202,10 +188,10 @@ def test_every_event_arrives_across_broker_restarts(tmp_path: Path, cleanup: lis
         connections = len(logs_with(daemon, "mqtt connected", hub="home"))
         broker.kill()
         # Events keep being produced while the broker is down.
-        daemon.wait_for(lambda: len([l for l in event_lines(daemon)[before:] if l["type"] == "end"]) >= 1,
+        daemon.wait_for(lambda: len([l for l in event_lines(daemon)[before:] if l["type"] == "end"]) >= 1,  # noqa: B023
                         timeout=10, what=f"events during outage {outage}")
         broker.start()
-        daemon.wait_for(lambda: len(logs_with(daemon, "mqtt connected", hub="home")) > connections,
+        daemon.wait_for(lambda: len(logs_with(daemon, "mqtt connected", hub="home")) > connections,  # noqa: B023
                         what=f"reconnection after outage {outage}")
         time.sleep(0.3 * outage)  # kill again at once, then with some traffic in between
 
@@ -307,8 +293,8 @@ def test_discovery_and_remote_control(tmp_path: Path, cleanup: list) -> None:
 
     ha = Subscriber(broker, ["homeassistant/#", f"earwitness/{DEVICE}/+/sensor"], persistent=False)
     cleanup.append(ha)
-    wait_until(lambda: topics <= {m.topic for m in ha.matching(lambda m: m.retain and m.payload)}, what="retained discovery")
-    configs = {m.topic: m.json() for m in ha.matching(lambda m: m.payload and m.topic.startswith("homeassistant/"))}
+    wait_until(lambda: topics <= {m.topic for m in ha.matching(lambda m: m.retain and bool(m.payload))}, what="retained discovery")
+    configs = {m.topic: m.json() for m in ha.matching(lambda m: bool(m.payload) and m.topic.startswith("homeassistant/"))}
     assert set(configs) == topics
     ids = [c["unique_id"] for c in configs.values()]
     assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[a-zA-Z0-9_-]+", i) for i in ids)

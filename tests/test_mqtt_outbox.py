@@ -26,7 +26,7 @@ def test_outbox_keeps_order_across_reopen_and_deletes_on_ack(tmp_path: Path) -> 
     assert [m.payload for m in reopened.after(seqs[2], 10)] == [b"m3", b"m4"]
     assert [m.payload for m in reopened.after(0, 2)] == [b"m0", b"m2"]
     assert reopened.depth() == 4
-    assert reopened._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # type: ignore[union-attr]
+    assert reopened._db is not None and reopened._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_outbox_limits_drop_oldest_and_log_counts(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from earwitness.core.events import Event, EventChange, SourceInfo
 from earwitness.integrations.mqtt.outbox import Outbox, outbox_path
 from tests.daemon_process import earwitness_command, write_config
 from tests.mqtt_broker import MOSQUITTO, Broker, Subscriber, wait_until
-from tests.test_mqtt import DEVICE, burst_loop, cleanup, daemon_config, hub, logs_with, source, start_daemon  # noqa: F401
+from tests.test_mqtt import DEVICE, burst_loop, daemon_config, hub, logs_with, source, start_daemon  # noqa: F401
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
 

@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from earwitness import __version__
 from earwitness.daemon.status import client_socket_paths, exit_code, format_status, server_socket_path
@@ -93,7 +94,7 @@ def test_socket_paths() -> None:
 
 
 def test_the_table_shows_hubs_and_the_exit_code_flags_a_disconnected_hub() -> None:
-    snapshot = {
+    snapshot: dict[str, Any] = {
         "version": "0.1.0", "pid": 42, "uptime_s": 3723,
         "sources": {"cabin": {"location": "car", "state": "listening", "error": None, "windows": 10,
                               "windows_per_second": 4.0, "dropped_frames": 0, "inference_ms": 1.5}},

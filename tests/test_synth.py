@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from earwitness.training.synth import ScratchParams, render, synth_scratch
@@ -9,21 +11,21 @@ from earwitness.training.synth import ScratchParams, render, synth_scratch
 SR = 16_000
 
 
-def _params(**kw) -> ScratchParams:
-    base = dict(
-        duration_s=1.2,
-        strokes=[(0.0, 0.45), (0.65, 1.2)],
-        pressure=[0.8, 0.6],
-        speed=[0.2, 0.3],
-        texture_mm=0.2,
-        squeal_hz=None,
-        jitter=0.6,
-        modes_hz=[900.0, 3100.0, 5200.0],
-        modes_q=[20.0, 25.0, 30.0],
-        modes_gain=[0.6, 1.0, 0.8],
-        noise_mix=0.3,
-        highpass_hz=300.0,
-    )
+def _params(**kw: Any) -> ScratchParams:
+    base: dict[str, Any] = {
+        "duration_s": 1.2,
+        "strokes": [(0.0, 0.45), (0.65, 1.2)],
+        "pressure": [0.8, 0.6],
+        "speed": [0.2, 0.3],
+        "texture_mm": 0.2,
+        "squeal_hz": None,
+        "jitter": 0.6,
+        "modes_hz": [900.0, 3100.0, 5200.0],
+        "modes_q": [20.0, 25.0, 30.0],
+        "modes_gain": [0.6, 1.0, 0.8],
+        "noise_mix": 0.3,
+        "highpass_hz": 300.0,
+    }
     base.update(kw)
     return ScratchParams(**base)
 

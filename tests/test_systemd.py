@@ -24,7 +24,7 @@ import pytest
 
 from earwitness.app import build_daemon
 from earwitness.config import parse_config
-from earwitness.core.health import Health
+from earwitness.core.health import Health, SourceState
 from earwitness.integrations.systemd import Notifier, SystemdObserver, status_line, watchdog_interval_s
 from tests.audio import tone_bursts, write_bursts
 from tests.daemon_process import ENERGY, earwitness_command, write_config
@@ -49,7 +49,7 @@ class NotifyListener:
         while self._running:
             try:
                 data = self.socket.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -267,7 +267,9 @@ def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process() -> None:
 
 def test_status_line_names_sources_by_state_and_counts_hubs() -> None:
     health = Health()
-    for name, state in (("cabin", "listening"), ("exterior", "listening"), ("door", "failed"), ("rear", "disabled")):
+    states: tuple[tuple[str, SourceState], ...] = (
+        ("cabin", "listening"), ("exterior", "listening"), ("door", "failed"), ("rear", "disabled"))
+    for name, state in states:
         health.source(name, "car").state = state
     health.sinks["mqtt:home"] = {"connected": True, "outbox": 0}
     health.sinks["mqtt:vehicle"] = {"connected": True, "outbox": 3}

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import cast
 
 REPLY_PIECES = ["<think>", "Hm.", "</think>", '"Glass', "\x07", " broke", "\ufffd", " in the", " **hall**", '."']
 REPLY = "".join(REPLY_PIECES)
@@ -45,8 +46,8 @@ def build_model(directory: Path) -> Path:
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     fast.add_tokens(REPLY_PIECES)
     fast.chat_template = CHAT_TEMPLATE
-    chain = ([fast.convert_tokens_to_ids("<|assistant|>")] + fast.convert_tokens_to_ids(REPLY_PIECES)
-             + [fast.eos_token_id])
+    reply = cast(list[int], fast.convert_tokens_to_ids(REPLY_PIECES))
+    chain = [cast(int, fast.convert_tokens_to_ids("<|assistant|>")), *reply, cast(int, fast.eos_token_id)]
     assert len(set(chain)) == len(chain), "each token of the reply must be followed by one token only"
 
     config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=1,

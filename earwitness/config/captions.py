@@ -43,7 +43,7 @@ class OpenAICaptionConfig(StrictModel):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _one_key(self) -> "OpenAICaptionConfig":
+    def _one_key(self) -> OpenAICaptionConfig:
         if self.api_key_file is not None and self.api_key_env is not None:
             raise ValueError("set api_key_file or api_key_env, not both")
         return self
@@ -85,7 +85,7 @@ class CaptionsConfig(StrictModel):
     breaker: CaptionBreakerConfig = CaptionBreakerConfig()
 
     @model_validator(mode="after")
-    def _model_for_openai(self) -> "CaptionsConfig":
+    def _model_for_openai(self) -> CaptionsConfig:
         if self.backend == "openai" and not self.openai.model:
             raise ValueError("backend 'openai' needs openai.model (the model name the server serves)")
         return self

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field
 
@@ -76,7 +76,7 @@ class AnomalyDetectorConfig(StrictModel):
 
 
 DetectorConfig = Annotated[
-    Union[EnergyDetectorConfig, ClassifierDetectorConfig, AnomalyDetectorConfig], Field(discriminator="type")
+    EnergyDetectorConfig | ClassifierDetectorConfig | AnomalyDetectorConfig, Field(discriminator="type")
 ]
 
 

@@ -44,7 +44,7 @@ class GuardConditionConfig(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _one_test(self) -> "GuardConditionConfig":
+    def _one_test(self) -> GuardConditionConfig:
         if (self.equals is None) == (self.one_of is None):
             raise ValueError("set exactly one of equals or one_of")
         return self

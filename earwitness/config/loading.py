@@ -149,8 +149,8 @@ def _check_nodes(root: yaml.Node, path: Path) -> None:
 def _position(text: AnyStr, offset: int) -> tuple[int, int]:
     """1-based line and column of an offset into `text`."""
     newline = "\n" if isinstance(text, str) else b"\n"
-    line_start = text.rfind(newline, 0, offset) + 1  # type: ignore[arg-type]
-    return text.count(newline, 0, offset) + 1, offset - line_start + 1  # type: ignore[arg-type]
+    line_start = text.rfind(newline, 0, offset) + 1
+    return text.count(newline, 0, offset) + 1, offset - line_start + 1
 
 
 def _one_line(text: str, limit: int = 200) -> str:

@@ -20,7 +20,7 @@ class HubTlsConfig(StrictModel):
     check_hostname: bool = True
 
     @model_validator(mode="after")
-    def _cert_with_key(self) -> "HubTlsConfig":
+    def _cert_with_key(self) -> HubTlsConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
         return self
@@ -89,7 +89,7 @@ class HubConfig(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _one_password(self) -> "HubConfig":
+    def _one_password(self) -> HubConfig:
         if self.password_file is not None and self.password_env is not None:
             raise ValueError("set password_file or password_env, not both")
         if self.reconnect_max_s < self.reconnect_min_s:

@@ -31,9 +31,7 @@ class Config(StrictModel):
     sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig()], min_length=1)
     windows: WindowConfig = WindowConfig()
     gate: GateConfig = GateConfig()
-    detectors: list[DetectorConfig] = Field(
-        default_factory=lambda: [ClassifierDetectorConfig(), AnomalyDetectorConfig()], min_length=1
-    )
+    detectors: list[DetectorConfig] = Field(default_factory=lambda: _default_detectors(), min_length=1)
     events: EventsConfig = EventsConfig()
     outputs: OutputsConfig = OutputsConfig()
     health: HealthConfig = HealthConfig()
@@ -52,7 +50,7 @@ class Config(StrictModel):
         return sources
 
     @model_validator(mode="after")
-    def _hubs_valid(self) -> "Config":
+    def _hubs_valid(self) -> Config:
         names = [hub.name for hub in self.hubs]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -78,3 +76,8 @@ class Config(StrictModel):
         if os.environ.get("STATE_DIRECTORY"):
             return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
         return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "earwitness"
+
+
+def _default_detectors() -> list[DetectorConfig]:
+    """The shipped classifier, and the anomaly detector on top of it."""
+    return [ClassifierDetectorConfig(), AnomalyDetectorConfig()]

@@ -34,7 +34,7 @@ class WindowConfig(StrictModel):
     hop_s: float = Field(0.25, gt=0, le=10)
 
     @model_validator(mode="after")
-    def _hop_within_window(self) -> "WindowConfig":
+    def _hop_within_window(self) -> WindowConfig:
         if self.hop_s > self.length_s:
             raise ValueError(f"hop_s ({self.hop_s}) must not exceed length_s ({self.length_s})")
         return self

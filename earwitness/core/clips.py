@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import structlog
@@ -40,7 +40,7 @@ class EventClip:
         self._parts: list[np.ndarray] = []
         self._length = 0
         self._complete = False
-        self._callbacks: list[Callable[["EventClip"], None]] = []
+        self._callbacks: list[Callable[[EventClip], None]] = []
         self._lock = threading.Lock()
 
     @property
@@ -88,7 +88,7 @@ class EventClip:
         for callback in callbacks:
             _run_callback(callback, self)
 
-    def on_complete(self, callback: Callable[["EventClip"], None]) -> None:
+    def on_complete(self, callback: Callable[[EventClip], None]) -> None:
         """Call `callback(clip)` once the clip is complete (at once if it already is)."""
         with self._lock:
             if not self._complete:

@@ -40,7 +40,7 @@ class Event:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     details: dict[str, Any] = field(default_factory=dict)
 
-    def evolve(self, **changes: Any) -> "Event":
+    def evolve(self, **changes: Any) -> Event:
         return replace(self, **changes)
 
     def message(self, change: ChangeType) -> dict[str, Any]:

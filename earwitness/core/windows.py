@@ -8,9 +8,10 @@ except these typed values.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class WindowFeatures:
     def audio(self) -> np.ndarray:
         return self._audio
 
-    def detached(self) -> "WindowFeatures":
+    def detached(self) -> WindowFeatures:
         """A copy that owns its audio and log-mel (the windower's are views it reuses)."""
         logmel = None if self._logmel is None else np.array(self._logmel)
         return WindowFeatures(self._audio.copy(), self._frontend, logmel)

@@ -7,7 +7,8 @@ the start did.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from earwitness.config import Config, SourceConfig
 from earwitness.core.events import EventChange

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import errno
 import ssl
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 from earwitness.config import ClassifierDetectorConfig, Config, ConfigError, DetectorConfig
 from earwitness.detectors import DetectorContext, build_detector

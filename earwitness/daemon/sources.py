@@ -14,8 +14,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import soundfile
@@ -37,12 +38,16 @@ class SourceUnavailable(Exception):
 
 
 class AudioSource(Protocol):
-    dropped_frames: int
-    captured_at: float
-    """Wall-clock time (epoch seconds) at which the first sample of the block last yielded was captured:
-    from the audio callback or the block's arrival, not from when the pipeline gets to it."""
+    @property
+    def dropped_frames(self) -> int: ...
 
-    def chunks(self) -> AsyncIterator[np.ndarray]:
+    @property
+    def captured_at(self) -> float:
+        """Wall-clock time (epoch seconds) at which the first sample of the block last yielded was captured:
+        from the audio callback or the block's arrival, not from when the pipeline gets to it."""
+        ...
+
+    def chunks(self) -> AsyncGenerator[np.ndarray, None]:
         """Yield 16 kHz mono float32 blocks until the source ends; closing it releases the device."""
         ...
 
@@ -114,7 +119,7 @@ class FileSource:
         self.dropped_frames = 0
         self.captured_at = time.time()
 
-    async def chunks(self) -> AsyncIterator[np.ndarray]:
+    async def chunks(self) -> AsyncGenerator[np.ndarray, None]:
         if not self.path.is_file():
             raise SourceUnavailable(f"audio file not found: {self.path}")
         started = time.monotonic()
@@ -199,7 +204,7 @@ class StdinSource:
     def dropped_frames(self) -> int:
         return self._queue.dropped_frames if self._queue else 0
 
-    async def chunks(self) -> AsyncIterator[np.ndarray]:
+    async def chunks(self) -> AsyncGenerator[np.ndarray, None]:
         self._queue = _ChunkQueue(asyncio.get_running_loop(), self._queue_s, self._block / SAMPLE_RATE, self._name)
         threading.Thread(target=self._read, args=(self._queue,), name=f"stdin-{self._name}", daemon=True).start()
         while (item := await self._queue.get()) is not None:
@@ -292,7 +297,7 @@ class MicSource:
     def dropped_frames(self) -> int:
         return self._overflows + (self._queue.dropped_frames if self._queue else 0)
 
-    async def chunks(self) -> AsyncIterator[np.ndarray]:
+    async def chunks(self) -> AsyncGenerator[np.ndarray, None]:
         sounddevice = import_sounddevice()
         try:
             default_input = sounddevice.default.device[0]

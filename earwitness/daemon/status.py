@@ -15,9 +15,10 @@ import os
 import socket
 import stat
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import structlog
 
@@ -190,7 +191,7 @@ def format_status(snapshot: dict[str, Any], source_path: Path | None = None) -> 
     lines.append("")
 
     sources = snapshot.get("sources", {})
-    rows = [("SOURCE", "LOCATION", "STATE", "WINDOWS/S", "WINDOWS", "DROPPED", "INFERENCE")]
+    rows: list[tuple[str, ...]] = [("SOURCE", "LOCATION", "STATE", "WINDOWS/S", "WINDOWS", "DROPPED", "INFERENCE")]
     notes = []
     for name, figures in sources.items():
         listening = figures.get("state") == "listening"

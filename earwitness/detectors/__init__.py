@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from earwitness.config import AnomalyDetectorConfig, ClassifierDetectorConfig, DetectorConfig, EnergyDetectorConfig
 from earwitness.detectors.base import Detector, DetectorContext

@@ -7,7 +7,7 @@ testable before (and besides) the trained classifier.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from earwitness.config import EnergyDetectorConfig
 from earwitness.core.windows import Detection, Frontend, Window

@@ -26,7 +26,8 @@ robustness is handled in the model, which normalises every window (see
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -75,6 +76,18 @@ def n_frames(n_samples: int) -> int:
     if n_samples < N_FFT:
         return 0
     return 1 + (n_samples - N_FFT) // HOP_LENGTH
+
+
+@runtime_checkable
+class FramewiseFrontend(Protocol):
+    """A frontend whose frame k covers samples [k * frame_hop, k * frame_hop + frame_length): the windower
+    may then compute a stream's frames once and hand each window a view of them."""
+
+    n_mels: int
+    frame_hop: int
+    frame_length: int
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray: ...
 
 
 class LogMel:
@@ -154,14 +167,13 @@ class Windower:
         self._frontend = frontend
         self._audio = _StreamBuffer((), 4 * self.length)
         self._next_start = 0  # stream sample where the next window starts
-        frame_hop = getattr(frontend, "frame_hop", None)
-        self._frame_hop: int = frame_hop or 0
-        self._frame_length: int = getattr(frontend, "frame_length", 0)
+        self._frame_hop = frontend.frame_hop if isinstance(frontend, FramewiseFrontend) else 0
+        self._frame_length = frontend.frame_length if isinstance(frontend, FramewiseFrontend) else 0
         self._frames: _StreamBuffer | None = None
         """The stream's log-mel frames (rolling), or None: each window computes its own."""
-        if frame_hop and self.hop % frame_hop == 0:
-            self._frames_per_window = 1 + (self.length - self._frame_length) // frame_hop
-            self._frames = _StreamBuffer((int(frontend.n_mels),), 4 * self._frames_per_window)
+        if isinstance(frontend, FramewiseFrontend) and self.hop % frontend.frame_hop == 0:
+            self._frames_per_window = 1 + (self.length - self._frame_length) // self._frame_hop
+            self._frames = _StreamBuffer((frontend.n_mels,), 4 * self._frames_per_window)
 
     @property
     def rolling(self) -> bool:

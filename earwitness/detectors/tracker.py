@@ -7,9 +7,10 @@ gap that bridges short dips, and a cooldown after an event ends.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from earwitness.config import EventDefaults, EventsConfig
 from earwitness.core.events import Event, EventChange, SourceInfo

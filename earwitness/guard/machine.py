@@ -9,9 +9,10 @@ never changes the state: it only shows in `vehicle`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 State = Literal["disarmed", "arming", "armed", "triggered"]
 Vehicle = Literal["unknown", "current", "silent", "disconnected"]
@@ -48,7 +49,7 @@ class Saved:
         return asdict(self)
 
     @staticmethod
-    def from_json(data: Any) -> "Saved":
+    def from_json(data: Any) -> Saved:
         """ValueError/TypeError/KeyError when `data` is not a saved state."""
         state = data["state"]
         if state["state"] not in STATES:

@@ -90,7 +90,7 @@ class PrometheusExporter(DaemonObserver):
 
     def __init__(self, config: PrometheusConfig) -> None:
         self._config = config
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._daemon: RunningDaemon | None = None
 
     @property

@@ -27,7 +27,7 @@ import asyncio
 import os
 import socket
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import structlog
 
@@ -60,7 +60,7 @@ class Notifier:
         self._socket.setblocking(False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Notifier":
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Notifier:
         return cls(env.get("NOTIFY_SOCKET"))
 
     @property
@@ -148,7 +148,7 @@ class SystemdObserver(DaemonObserver):
         self._ticker: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "SystemdObserver | None":
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> SystemdObserver | None:
         """The observer when running under systemd ($NOTIFY_SOCKET set), else None."""
         notifier = Notifier.from_env(env)
         if not notifier.enabled:

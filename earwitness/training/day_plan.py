@@ -4,9 +4,9 @@ by chunk (`DayRenderer`) from the validation recordings; how it is streamed and 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import soundfile as sf

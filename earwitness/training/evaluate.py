@@ -40,13 +40,13 @@ def _config(config_path: str | Path | None):
 
 def replay_events(config, result: RecordingResult, thresholds: dict[str, float], event_settings: dict) -> list:
     """Events of recorded window scores at other thresholds, through the daemon's event tracker."""
-    from earwitness.core.events import SourceInfo
+    from earwitness.core.events import EventChange, SourceInfo
     from earwitness.detectors.tracker import EventTracker
 
-    changes = []
+    changes: list[EventChange] = []
     labels = list(result.scores)
     tracker = EventTracker(SourceInfo("eval", result.item.path), "eval", config.events, thresholds,
-                           {lb: "replay" for lb in labels}, event_settings, datetime.now(timezone.utc), changes.append)
+                           dict.fromkeys(labels, "replay"), event_settings, datetime.now(timezone.utc), changes.append)
     for i in range(len(result.onsets)):
         tracker.observe({lb: float(result.scores[lb][i]) for lb in labels}, float(result.onsets[i]), float(result.ends[i]))
     tracker.finish()

@@ -21,9 +21,9 @@ with the model's event settings), as `earwitness detect` streams a file:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -134,6 +134,12 @@ class IncidentResult:
     event: DayEvent | None
 
     @property
+    def label(self) -> str:
+        """Its label (every incident has one; household sounds have none)."""
+        assert self.placed.sound.label is not None
+        return self.placed.sound.label
+
+    @property
     def time_to_alarm_s(self) -> float | None:
         if self.event is None:
             return None
@@ -166,10 +172,10 @@ def _gate_figures(config, log: ScoreLog, spans: list[tuple[int, int]], day: DayR
     events = stream_day(gated, Replay(log, spans), day, progress=progress, desc="long day with incidents, gated",
                         shares=shares)
     results = match_incidents(day.placed, events)
-    labels = sorted({r.placed.sound.label for r in results})
+    labels = sorted({r.label for r in results})
 
     def recall(rs: list[IncidentResult], label: str) -> float:
-        mine = [r for r in rs if r.placed.sound.label == label]
+        mine = [r for r in rs if r.label == label]
         return round(sum(r.event is not None for r in mine) / len(mine), 4)
 
     return {
@@ -185,7 +191,9 @@ def _gate_figures(config, log: ScoreLog, spans: list[tuple[int, int]], day: DayR
     }
 
 
-def _percentiles_ms(values: list[float]) -> dict[str, float | None]:
+def _percentiles_ms(times: list[float | None]) -> dict[str, float | None]:
+    """p50 and p95 in ms of the times that are known."""
+    values = [t for t in times if t is not None]
     if not values:
         return {"p50": None, "p95": None}
     return {"p50": round(float(np.percentile(values, 50)) * 1000, 1), "p95": round(float(np.percentile(values, 95)) * 1000, 1)}
@@ -234,7 +242,7 @@ def long_day(config, detector, data_dir: str | Path, items: Sequence[Item], hour
         found = [r for r in results if r.event is not None]
         by_label: dict[str, list[IncidentResult]] = {}
         for r in results:
-            by_label.setdefault(r.placed.sound.label, []).append(r)
+            by_label.setdefault(r.label, []).append(r)
         figures["incident_recall"] = {lb: round(sum(r.event is not None for r in rs) / len(rs), 4) for lb, rs in by_label.items()}
         figures["time_to_alarm_ms"] = _percentiles_ms([r.time_to_alarm_s for r in found])
         figures["incidents"] = {lb: len(rs) for lb, rs in by_label.items()}
@@ -243,8 +251,8 @@ def long_day(config, detector, data_dir: str | Path, items: Sequence[Item], hour
                  for cond in ("snr", "quiet") if any(r.placed.sound.condition == cond for r in rs)}
             for lb, rs in by_label.items()}
         figures["time_to_alarm_parts_ms"] = {
-            "start": _percentiles_ms([r.event.start_s - r.placed.onset_s for r in found]),
-            "emitted": _percentiles_ms([r.event.emitted_s - r.placed.onset_s for r in found])}
+            "start": _percentiles_ms([r.event.start_s - r.placed.onset_s for r in found if r.event is not None]),
+            "emitted": _percentiles_ms([r.event.emitted_s - r.placed.onset_s for r in found if r.event is not None])}
         figures["time_to_alarm_ms_by_label"] = {
             lb: _percentiles_ms([r.time_to_alarm_s for r in rs if r.event is not None]) for lb, rs in by_label.items()}
         figures["gate"] = _gate_figures(config, log, spans, DayRenderer(data_dir, plan, incidents=True, seed=seed),

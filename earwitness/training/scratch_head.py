@@ -139,4 +139,5 @@ def install(model: EarNet, col: int, head: ScratchHead) -> None:
     """Write the head into the network's output layer, so the exported model carries it."""
     with torch.no_grad():
         model.head.weight[col, :, 0] = torch.from_numpy(head.weight)
+        assert model.head.bias is not None
         model.head.bias[col] = head.bias

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -82,12 +82,12 @@ def _readable_blocks(path: Path, failed: list[str] | None) -> Iterator[np.ndarra
 def run_blocks(config, detector, item: Item, blocks: Iterable[np.ndarray],
                pad: Callable[[int], np.ndarray] | None = None) -> RecordingResult:
     """Stream audio blocks through a fresh pipeline, between `pad(n)` samples (default: silence)."""
-    from earwitness.core.events import SourceInfo
+    from earwitness.core.events import EventChange, SourceInfo
     from earwitness.daemon.pipeline import Pipeline
 
     pad = pad or (lambda n: np.zeros(n, np.float32))
     rec = _Recorder(detector)
-    changes = []
+    changes: list[EventChange] = []
     pipe = Pipeline(SourceInfo("eval", item.path), config, [rec], changes.append)
     lead_s = config.windows.length_s - config.windows.hop_s
     pipe.process(pad(int(round(lead_s * SAMPLE_RATE))))

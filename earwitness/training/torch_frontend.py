@@ -7,6 +7,8 @@ it was trained on; `tests/test_frontend.py` holds the two equal.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -21,6 +23,9 @@ class LogMelFrontend(torch.nn.Module):
     """
 
     n_mels = N_MELS
+
+    window: torch.Tensor
+    mel: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,7 +44,7 @@ class LogMelFrontend(torch.nn.Module):
         out = torch.log(mel + LOG_FLOOR)
         return out.reshape(*lead, out.shape[-2], out.shape[-1])
 
-    def __call__(self, audio):  # type: ignore[override]
+    def __call__(self, audio: Any) -> Any:
         if isinstance(audio, np.ndarray):
             with torch.inference_mode():
                 return super().__call__(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).numpy()

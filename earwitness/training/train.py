@@ -12,6 +12,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -238,14 +239,14 @@ def train(
     pt_path, onnx_path, meta_path = out / f"{name}.pt", out / f"{name}.onnx", out / f"{name}.json"
     torch.save(model.state_dict(), pt_path)
     export_onnx(model, onnx_path)
-    meta = {
+    meta: dict[str, Any] = {
         "name": name,
         "version": "2.0.0",
         "package_version": __version__,
         "created": dt.date.today().isoformat(),
         "labels": list(labels),
         "shipped_labels": list(labels),
-        "thresholds": {lb: 0.5 for lb in labels},
+        "thresholds": dict.fromkeys(labels, 0.5),
         "arch": {"n_aux": len(aux_classes)},
         "aux_classes": aux_classes,
         "frame_hop_s": FRAME_HOP_S,
@@ -305,16 +306,18 @@ def calibrate_and_validate(meta_path: Path, val_items: list[Item], cache: AudioC
         x = x + floor_rng.standard_normal(len(x)).astype(np.float32) * np.float32(10 ** (floor_rng.uniform(-70, -50) / 20))
         floored[i.path] = C.window_scores(det, det.frontend, x)[0]
     release = 0.7
-    calib, metrics, settings = {}, {}, {}
+    calib: dict[str, dict[str, Any]] = {}
+    metrics: dict[str, dict[str, Any]] = {}
+    settings: dict[str, dict[str, float]] = {}
     for j, lb in enumerate(labels):
         negs = [i for i in val_clips if label_of(i.cls) != lb]
         hours = (sum(len(cache.get(i.path)) for i in negs) + sum(len(cache.get(i.path)) for i in negs if i.path in floored)
                  ) / SAMPLE_RATE / 3600
         pos = [i for i in clips if label_of(i.cls) == lb]
         neg_clips = [i for i in clips if i not in pos]
-        best = None
+        best: tuple[float, int, C.Calibration, np.ndarray] | None = None
         for hops in CONFIRM_HOPS:
-            def confirmed(s: np.ndarray) -> np.ndarray:
+            def confirmed(s: np.ndarray, hops: int = hops) -> np.ndarray:
                 return C.confirmed_scores(s, hops, release)
             neg_streams = [confirmed(scores[i.path][:, j]) for i in negs] + [confirmed(floored[i.path][:, j]) for i in negs if i.path in floored]
             cal = C.calibrate(neg_streams, hours, budget_per_24h)
@@ -322,14 +325,15 @@ def calibrate_and_validate(meta_path: Path, val_items: list[Item], cache: AudioC
             recall = float(np.mean(s[: len(pos)] >= cal.threshold)) if pos else 0.0
             if best is None or recall > best[0] + 1e-9:
                 best = (recall, hops, cal, s)
+        assert best is not None
         _, hops, cal, s = best
         settings[lb] = {**EVENT_SETTINGS, "min_duration_s": round(max(0.0, 0.25 * hops - 0.05), 2), "release_ratio": release}
         calib[lb] = {**cal.__dict__, "confirm_hops": hops}
         y = np.array([1] * len(pos) + [0] * len(neg_clips))
         auc = _auc(y, s) if len(y) else None
-        recall = float(np.mean(s[: len(pos)] >= cal.threshold)) if pos else None
+        clip_recall = float(np.mean(s[: len(pos)] >= cal.threshold)) if pos else None
         recall_ext = float(np.mean(s[: len(pos)] >= cal.threshold_extrapolated)) if pos else None
-        metrics[lb] = {"clip_auc": auc, "clip_recall_at_threshold": recall,
+        metrics[lb] = {"clip_auc": auc, "clip_recall_at_threshold": clip_recall,
                        "clip_recall_at_extrapolated_threshold": recall_ext, "n_pos": len(pos),
                        "n_neg": len(neg_clips), "groups": groups_per_label.get(lb)}
     # glass_break always ships (the product needs it; its figures are reported); scratch ships

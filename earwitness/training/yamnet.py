@@ -9,8 +9,8 @@ gunshot = Gunshot/gunfire.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class YamnetDetector:
             names = [r["display_name"] for r in csv.DictReader(fh)]
         self.labels = tuple(labels or LABEL_CLASSES)
         self._idx = {lb: [names.index(c) for c in LABEL_CLASSES[lb]] for lb in self.labels}
-        self.thresholds = {lb: 0.5 for lb in self.labels}
+        self.thresholds = dict.fromkeys(self.labels, 0.5)
         if thresholds:
             self.thresholds.update(thresholds)
         self.frontend: Frontend | None = None

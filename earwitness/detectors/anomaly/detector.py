@@ -15,10 +15,12 @@ that cannot be used is logged, moved aside (`.corrupt`) and the model learns afr
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import structlog
@@ -79,10 +81,8 @@ class AnomalyDetector:
             aside = path.with_name(path.name + ".corrupt")
             log.warning("anomaly state unusable, learning afresh", source=self.source, path=str(path),
                         error=str(error), moved_to=str(aside))
-            try:
+            with contextlib.suppress(OSError):
                 path.replace(aside)
-            except OSError:
-                pass
             return NormalModel(self.params)
         log.info("anomaly state loaded", source=self.source, path=str(path), bank=model.n_bank,
                  learning=model.learning, threshold=round(model.threshold, 4) if math.isfinite(model.threshold) else None)

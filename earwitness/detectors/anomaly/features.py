@@ -4,7 +4,7 @@ the window's level, spectral flux and crest, and the classifier's label scores, 
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

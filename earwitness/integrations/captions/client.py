@@ -9,7 +9,6 @@ import ipaddress
 import json
 import os
 import re
-import socket
 import time
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -219,7 +218,7 @@ class OpenAICaptioner:
             def limit() -> None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise socket.timeout("timed out")
+                    raise TimeoutError("timed out")
                 if sock is not None:
                     sock.settimeout(remaining)
 
@@ -238,7 +237,7 @@ class OpenAICaptioner:
             if response.status == 200 and size > bound:
                 raise CaptionError(f"answer from {url} larger than {bound} bytes", permanent=True)
             return response.status, data[:bound]
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise CaptionError(f"no answer from {url} within {timeout_s:.1f} s", permanent=False) from None
         except (OSError, http.client.HTTPException) as error:
             raise CaptionError(f"cannot reach {url}: {type(error).__name__}: {error}", permanent=False) from None

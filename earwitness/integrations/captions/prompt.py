@@ -30,7 +30,7 @@ class CaptionRequest:
     clip: EventClip | None = None
 
     @classmethod
-    def of(cls, event: Event) -> "CaptionRequest":
+    def of(cls, event: Event) -> CaptionRequest:
         clip = event.details.get(CLIP_KEY)
         return cls(event, clip if isinstance(clip, EventClip) else None)
 
@@ -91,11 +91,12 @@ def loudness_text(clip: EventClip | None) -> str | None:
     if clip is None:
         return None
     levels = clip.levels()
-    if levels["peak_dbfs"] is None:
+    peak, rms, background = levels["peak_dbfs"], levels["rms_dbfs"], levels["background_dbfs"]
+    if peak is None or rms is None:
         return None
-    text = f"peak {levels['peak_dbfs']:.1f} dBFS, RMS {levels['rms_dbfs']:.1f} dBFS"
-    if levels["background_dbfs"] is not None:
-        text += ", " + relative_level_text(levels["rms_dbfs"] - levels["background_dbfs"])
+    text = f"peak {peak:.1f} dBFS, RMS {rms:.1f} dBFS"
+    if background is not None:
+        text += ", " + relative_level_text(rms - background)
     return text
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import queue
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -61,7 +64,7 @@ class CaptionSink:
         self._closed = False
         self._workers: list[threading.Thread] = []
         self._reasons_logged: set[str] = set()
-        self.stats = {"backend": self._captioner.name, "when": self._when,
+        self.stats: dict[str, Any] = {"backend": self._captioner.name, "when": self._when,
                       "state": "checking" if isinstance(self._captioner, OpenAICaptioner) else "ready",
                       "last_failure": None, "requested": 0, "captioned": 0, "template_fallbacks": 0,
                       "queue_full": 0, "circuit": "closed"}
@@ -102,7 +105,7 @@ class CaptionSink:
             elif change.type == "start":
                 clip = event.details.get(CLIP_KEY)
                 if isinstance(clip, EventClip):
-                    clip.on_complete(lambda clip, event_id=event.id: self._clip_complete(event_id, clip))
+                    clip.on_complete(functools.partial(self._clip_complete, event.id))
 
     def handle_sensor(self, state: SensorState) -> None:
         pass
@@ -277,7 +280,5 @@ class CaptionSink:
     def _publish_stats(self) -> None:
         self.stats["circuit"] = self.breaker.state
         self.stats["queued"] = self._queue.qsize()
-        try:
+        with contextlib.suppress(Exception):  # health is informative only
             self._context.health.sinks[self.name] = dict(self.stats)
-        except Exception:  # health is informative only
-            pass

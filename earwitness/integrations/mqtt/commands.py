@@ -6,7 +6,7 @@ unrouted source, or a payload other than ON/OFF is logged and ignored.
 
 from __future__ import annotations
 
-from typing import Collection
+from collections.abc import Collection
 
 from structlog.typing import FilteringBoundLogger
 

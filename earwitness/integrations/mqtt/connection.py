@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion

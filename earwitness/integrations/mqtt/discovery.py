@@ -74,7 +74,7 @@ def discovery_messages(
         topic = f"{prefix}/{component}/{node}/{safe_id(object_id)}/config"
         messages.append((topic, "" if payload is None else json.dumps({**payload, **common}, sort_keys=True)))
 
-    for source, location in sources:
+    for source, _location in sources:
         attributes = ", ".join(f"'{key}': value_json.{key}" for key in EVENT_ATTRIBUTES)
         add("event", f"{source}_events", {
             "name": f"{source} sound events",

@@ -76,12 +76,12 @@ class Outbox:
         """Monotonic time each pending message was written (or found at open)."""
         self._last_fault_log = float("-inf")
         self._failing = False
-        self._db = self._open()
+        self._db: sqlite3.Connection | None = self._open()
         now_wall, now = time.time(), time.monotonic()
         rows = self._db.execute("SELECT seq, created_at FROM outbox").fetchall()
         for seq, created_at in rows:
             wall_age = now_wall - created_at
-            plausible = created_at >= PLAUSIBLE_EPOCH and 0 <= wall_age
+            plausible = created_at >= PLAUSIBLE_EPOCH and wall_age >= 0
             self._born[int(seq)] = now - (wall_age if plausible else 0.0)
         self._last_seq = int(self._db.execute(
             "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0), "
@@ -277,10 +277,15 @@ class _Damaged(sqlite3.DatabaseError):
     """`PRAGMA quick_check` found damage."""
 
 
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+"""SQLite's primary result codes for a damaged file and a file that is no database (sqlite3 exports them
+from Python 3.11 on)."""
+
+
 def _damaged(error: sqlite3.DatabaseError) -> bool:
     """Damage (moved aside), as opposed to a fault of access or space (the file is left alone)."""
     code = getattr(error, "sqlite_errorcode", None)
-    return isinstance(error, _Damaged) or (code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB))
+    return isinstance(error, _Damaged) or (code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB))
 
 
 def _salvage(path: Path) -> list[tuple[int, str, bytes, float]]:
