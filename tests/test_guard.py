@@ -171,9 +171,13 @@ def test_a_bad_guard_config_is_a_clear_error_naming_the_key(guard: dict, message
 
 def test_the_guard_hub_is_told_first() -> None:
     """The dispatcher hands every change (the alert, the guard state, the alarm) to the sinks in order."""
-    from earwitness.daemon.health import Health
-    from earwitness.integrations.mqtt import build_mqtt_sinks
+    from earwitness.app import App
+    from earwitness.core.health import Health
+    from earwitness.integrations.mqtt import MqttHubSink
     from earwitness.integrations.sinks import SinkContext
+
+    def hubs(context: SinkContext) -> list[str]:
+        return [sink.hub.name for sink in App().sinks(context) if isinstance(sink, MqttHubSink)]
 
     config = parse_config({
         "hubs": [{"name": "home", "host": "a"}, {"name": "car", "host": "b"}, {"name": "office", "host": "c"}],
@@ -181,8 +185,8 @@ def test_the_guard_hub_is_told_first() -> None:
     })
     context = SinkContext(config=config, health=Health(), dispatch=lambda change: None,
                           set_sensor=lambda source, on: None, labels=["glass_break"], guard_input=lambda command: None)
-    assert [sink.hub.name for sink in build_mqtt_sinks(context)] == ["car", "home", "office"]
+    assert hubs(context) == ["car", "home", "office"]
     unguarded = SinkContext(config=config.model_copy(update={"guard": config.guard.model_copy(update={"enabled": False})}),
                             health=Health(), dispatch=lambda change: None, set_sensor=lambda source, on: None,
                             labels=["glass_break"])
-    assert [sink.hub.name for sink in build_mqtt_sinks(unguarded)] == ["home", "car", "office"]
+    assert hubs(unguarded) == ["home", "car", "office"]
