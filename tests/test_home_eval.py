@@ -120,6 +120,8 @@ def test_long_day_finds_an_inserted_glass_break_soon_after_it_begins(tiny_corpus
     tta = figures["time_to_alarm_ms"]
     assert 0 <= tta["p50"] <= tta["p95"] <= 1000, tta
     assert figures["time_to_alarm_parts_ms"]["emitted"]["p95"] <= tta["p95"]
+    first = figures["time_to_alarm_from_first_sound_ms"]  # the loud onset is never before the first sound
+    assert tta["p50"] <= first["p50"] and tta["p95"] <= first["p95"], (tta, first)
     # False events are those of the day without the glass break, each with what was playing.
     assert figures["false_alarms_per_24h"]["glass_break"] == len(sources["glass_break"]) * 24 / 0.1
     assert all(s["condition"] == "long_day" and s["path"] for lb in sources for s in sources[lb])
@@ -152,7 +154,24 @@ def test_a_day_without_positives_has_no_incidents(tiny_corpus, detector):
     assert figures["incident_recall"] == {} and "incidents" not in figures
     assert figures["time_to_alarm_ms"] == {"p50": None, "p95": None}
     assert figures["household_sounds"] >= 1
-    assert set(figures["false_alarms_per_24h"]) == set(detector.labels) == set(sources)
+    assert set(figures["false_alarms_per_24h"]) == {*detector.labels, "anomaly"} == set(sources)
+    assert figures["false_alarms_per_24h"]["anomaly"] is None  # still learning: 600 s is longer than the day
+
+
+def test_the_long_day_runs_the_anomaly_detector_behind_the_classifier(tiny_corpus, detector):
+    """With a short learning period the anomaly detector alerts in the day; every false anomaly it
+    raised is counted per 24 h of the audio after learning, with what was playing."""
+    config = load_config(None)
+    # A loose budget, so that it raises some events in a few minutes.
+    detectors = [d.model_copy(update={"learn_s": 60.0, "max_per_day": 2000.0}) if d.type == "anomaly" else d
+                 for d in config.detectors]
+    config = config.model_copy(update={"detectors": detectors})
+    items = read_manifest(tiny_corpus)
+    figures, sources = long_day(config, detector, tiny_corpus, items, hours=0.1, seed=0, progress=False)
+    assert figures["anomaly_learn_s"] == 60.0
+    assert sources["anomaly"], "the anomaly detector raised no event"
+    assert figures["false_alarms_per_24h"]["anomaly"] == round(len(sources["anomaly"]) * 24 / (0.1 - 60 / 3600), 3)
+    assert all(s["start_s"] >= 60.0 and s["path"] for s in sources["anomaly"])
 
 
 def test_seeded_plans_repeat(tiny_corpus, detector):
@@ -196,3 +215,16 @@ def test_eval_runs_from_a_plain_install(tiny_corpus, tmp_path):
     metrics = json.loads(out.read_text())
     assert metrics["labels"]["glass_break"]["clip_auc"] is not None
     assert metrics["long_day"]["hours"] > 0
+
+
+def test_time_to_alarm_counts_from_where_the_break_begins_not_from_the_room_sound_before_it():
+    """A clip cut from a longer recording holds its room sound before the break (20 dB under it):
+    the first active sample is the room sound, the loud onset is the break."""
+    from earwitness.training.augment import activity
+    from earwitness.training.day_plan import loud_onset
+
+    rng = np.random.default_rng(0)
+    clip = (rng.standard_normal(SAMPLE_RATE) * 0.01).astype(np.float32)
+    clip[int(0.8 * SAMPLE_RATE):] += (rng.standard_normal(int(0.2 * SAMPLE_RATE)) * 0.1).astype(np.float32)
+    assert int(np.argmax(activity(clip))) == 0
+    assert abs(loud_onset(clip) / SAMPLE_RATE - 0.8) <= 0.03

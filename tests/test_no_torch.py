@@ -17,7 +17,7 @@ NOT_IMPORTED = ("earwitness.training", "earwitness.detectors.cnn", "earwitness._
 `python -m earwitness` entry point (importing it runs the CLI)."""
 EVAL_MODULES = ("earwitness.training.commands", "earwitness.training.evaluate", "earwitness.training.anomaly_eval",
                 "earwitness.training.calibrate", "earwitness.training.data", "earwitness.training.home_eval",
-                "earwitness.training.long_day")
+                "earwitness.training.long_day", "earwitness.training.day_plan", "earwitness.training.anomaly_day")
 """What `earwitness eval` (without --baseline) loads: part of the runtime."""
 
 CHECK = """

@@ -73,5 +73,7 @@ def test_eval_writes_the_metrics_shape(shared_data, tmp_path):
     assert gb["event_recall"] is not None  # the labelled recording is always evaluated
     day = m["long_day"]
     assert day["hours"] == 0.02
-    assert set(day["false_alarms_per_24h"]) == set(m["labels"])
+    # The classifier's labels, and the anomaly detector's (None: a 72 s day ends inside its learning period).
+    assert set(day["false_alarms_per_24h"]) == {*m["labels"], "anomaly"} and day["false_alarms_per_24h"]["anomaly"] is None
+    assert set(day["false_alarm_sources"]) == {"anomaly"}
     assert {"incident_recall", "time_to_alarm_ms"} <= set(day) and set(day["time_to_alarm_ms"]) == {"p50", "p95"}

@@ -1,5 +1,16 @@
-"""The long day's script and sound: which stretch and which sound play when (`plan_day`), rendered chunk
-by chunk (`DayRenderer`) from the validation recordings; how it is streamed and judged is `long_day`."""
+"""The long day's plan and its audio: a seeded synthetic day at home (see `long_day`).
+
+The day is stitched from the validation background recordings (30-180 s stretches at their
+recorded level) and from stretches of a quiet floor (white noise at -70...-50 dBFS: the house at
+night), with a validation household sound (a clip positive for no label) every 20-60 s: at
+0-20 dB SNR over a recording, or at -50...-20 dBFS (active RMS) over a quiet floor. Incidents:
+every validation positive of a label (glass breaks; for scratch the real scratches, class
+`scratch`) placed twice in the gaps between household sounds: once over a recording at 0-20 dB SNR
+(`snr`), once over a quiet floor at -45...-30 dBFS peak (`quiet`; never under 0 dB SNR), each at
+least -45 dBFS peak (when the day runs out of one kind of stretch, the other takes its incidents;
+over a floor an `snr` incident plays at -50...-20 dBFS). It is rendered chunk by chunk: no more
+than the stretch being played and its sounds is in memory. Only the manifest is read to plan it.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +23,9 @@ import numpy as np
 import soundfile as sf
 
 from earwitness import SAMPLE_RATE
-from earwitness.training.augment import active_rms, activity
+from earwitness.training.augment import HOP, active_rms, activity, frame_energy_db
 from earwitness.training.data import SCRATCH_LIKE, Item, label_of, load_audio
 
-COLLAR_S = 0.5
 STRETCH_S = (30.0, 180.0)
 FLOOR_SHARE = 0.25  # share of the stretches that are a quiet floor
 FLOOR_DBFS = (-70.0, -50.0)
@@ -29,6 +39,7 @@ INCIDENT_QUIET_PEAK_DBFS = (-45.0, -30.0)
 MIN_PEAK_DBFS = -45.0
 MIN_INCIDENT_SPACING_S = 30.0
 FADE_S = 0.02
+LOUD_ONSET_DB = 10.0
 MIN_BACKGROUND_S = 5.0
 
 
@@ -157,7 +168,8 @@ class Placed:
     """A sound as it was rendered: where its active part begins, its level."""
 
     sound: Sound
-    onset_s: float
+    onset_s: float  # first active sample
+    loud_onset_s: float  # first frame within LOUD_ONSET_DB of the loudest: where a break begins
     end_s: float
     peak_dbfs: float
 
@@ -173,6 +185,13 @@ def read_stretch(path: Path, offset_s: float, n: int) -> np.ndarray:
         start = int(offset_s * SAMPLE_RATE)
         out = sf.read(str(path), start=start, stop=start + n, dtype="float32", always_2d=True)[0].mean(axis=1)
     return np.pad(out, (0, n - len(out))).astype(np.float32)
+
+
+def loud_onset(clip: np.ndarray) -> int:
+    """The sample where the clip's loud part begins: its first 25 ms frame (10 ms hop) within
+    `LOUD_ONSET_DB` of its loudest frame."""
+    energy = frame_energy_db(clip)
+    return int(np.argmax(energy >= energy.max() - LOUD_ONSET_DB)) * HOP
 
 
 def _fade(x: np.ndarray) -> np.ndarray:
@@ -231,7 +250,9 @@ class DayRenderer:
             gain = max(gain, 10 ** (MIN_PEAK_DBFS / 20) / peak)
         gain = min(gain, 0.99 / peak)
         first = int(np.argmax(mask)) if mask.any() else 0
-        self.placed.append(Placed(sound, (sound.start + first) / SAMPLE_RATE, (sound.start + len(clip)) / SAMPLE_RATE,
+        loud = loud_onset(clip) if sound.label is not None else first
+        self.placed.append(Placed(sound, (sound.start + first) / SAMPLE_RATE, (sound.start + loud) / SAMPLE_RATE,
+                                  (sound.start + len(clip)) / SAMPLE_RATE,
                                   float(20 * np.log10(gain * peak))))
         return (clip * gain).astype(np.float32)
 
