@@ -9,6 +9,12 @@ I/O runs in paho's own thread (`loop_start`), which waits on the socket; the hub
 sleeps until there is something to do (a new message, an acknowledgement, a command) and
 wakes once a second for the health figures: no polling. A broker that is down or refuses the
 credentials only delays that hub's messages.
+
+Retained topics: at each connection, and when Home Assistant comes online (its birth
+message), the hub publishes discovery and every current state (privacy switch, source
+availability, each label's ON/OFF; a quiet label reads OFF), then clears the retained topics
+it published before that the config no longer has (see `retained`). Commands act once: each
+one taken is cleared from the broker, and one found retained there is cleared, not applied.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from earwitness.guard.machine import GuardState
 from earwitness.integrations.discovery import Topics, discovery_messages
 from earwitness.integrations.guard_link import HubGuard
 from earwitness.integrations.outbox import Outbox, outbox_path
+from earwitness.integrations.retained import RetainedRecord, retained_path, stale_topics
 from earwitness.integrations.sinks import SinkContext
 
 log = structlog.get_logger(__name__)
@@ -48,6 +55,8 @@ HEALTH_INTERVAL_S = 1.0
 CLOSE_FLUSH_S = 0.3
 """On close: how long pending alerts may still be sent, then as long again for `offline`."""
 CLOSE_JOIN_S = 0.9
+ENDED_STATES = ("ended", "failed")
+"""Sensor reasons of a source whose input is gone: its entities are unavailable until it is restarted."""
 _CREDENTIAL_REASONS = {134, 135}
 """MQTT 5 `Bad user name or password` and `Not authorized` (paho maps 3.1.1's 4 and 5 to them)."""
 
@@ -83,7 +92,14 @@ class MqttHubSink:
         self._wake = threading.Event()
         """Set when the hub's thread has something to do."""
         self._sensors: dict[str, bool] = {}
+        self._available: dict[str, bool] = {s.name: True for s in self._sources}
         self._sensors_dirty: set[str] = set()
+        self._labels_on: dict[tuple[str, str], bool] = {}
+        """Each routed (source, label)'s current ON/OFF, re-published at every announce."""
+        self._record: RetainedRecord | None = None
+        self._recorded: set[str] = set()
+        """The retained topics this hub has published (what the record holds)."""
+        self._record_dirty = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,6 +132,8 @@ class MqttHubSink:
             self._log.error("mqtt outbox cannot be opened, alerts are kept in memory only", path=str(path), error=str(error))
             self._outbox = Outbox(Path(":memory:"), self.hub.name, limits.max_messages, limits.max_age_s)
         self._newest = self._outbox.newest()
+        self._record = RetainedRecord(retained_path(self._context.config.resolved_state_dir(), self.hub.name))
+        self._recorded = self._record.load()
         pending = self._outbox.depth()
         if pending:
             self._log.info("mqtt outbox has pending alerts from before", pending=pending)
@@ -131,8 +149,10 @@ class MqttHubSink:
         if not self._routed(event.source.name, event.label) or self._outbox is None:
             return
         payload = json.dumps(change.message(), separators=(",", ":")).encode()
-        live = (self._topics.state(event.source.name, event.label), "OFF" if change.type == "end" or event.ended_at is not None else "ON")
-        self._incoming.put((payload, live))
+        on = change.type != "end" and event.ended_at is None
+        with self._lock:
+            self._labels_on[(event.source.name, event.label)] = on
+        self._incoming.put((payload, (self._topics.state(event.source.name, event.label), "ON" if on else "OFF")))
 
     def handle_guard(self, state: GuardState, alarm: bool) -> None:
         if self._guard is not None:
@@ -144,6 +164,7 @@ class MqttHubSink:
             return
         with self._lock:
             self._sensors[state.source.name] = state.enabled
+            self._available[state.source.name] = state.enabled or state.reason not in ENDED_STATES
             self._sensors_dirty.add(state.source.name)
         self._wake.set()
 
@@ -294,30 +315,26 @@ class MqttHubSink:
             client.subscribe(self._topics.sensor_set_filter, qos=1)
         if self._guard is not None:
             self._guard.connected(client)
-        with self._lock:
-            self._sensors_dirty = set(self._sensors)
-        self._announce = self.hub.discovery.enabled
+        self._announce = True
 
     def _send(self, client: paho.Client) -> None:
         """Publish what is due: discovery, sensor states, live ON/OFF, then the outbox in order."""
         hub = self.hub
         if self._announce:
             self._announce = False
-            messages = discovery_messages(hub, self._device, [(s.name, s.location) for s in self._sources], self._labels,
-                                          guard=self._guard is not None)
-            for topic, payload in messages:
-                client.publish(topic, payload, qos=1, retain=True)
-            self._log.info("mqtt discovery announced", prefix=hub.discovery.prefix, configs=len(messages))
+            self._announce_all(client)
         with self._lock:
-            dirty = {name: self._sensors[name] for name in self._sensors_dirty}
+            dirty = {name: (self._sensors[name], self._available[name]) for name in self._sensors_dirty if name in self._sensors}
             self._sensors_dirty.clear()
-        for source, enabled in dirty.items():
-            client.publish(self._topics.sensor(source), "enabled" if enabled else "disabled", qos=1, retain=True)
+        for source, (enabled, available) in dirty.items():
+            self._retain(client, self._topics.sensor(source), "enabled" if enabled else "disabled")
+            self._retain(client, self._topics.availability(source), "online" if available else "offline")
         if self._guard is not None:
             self._guard.send(client)
         while not self._live.empty():
             topic, payload = self._live.get_nowait()
-            client.publish(topic, payload, qos=hub.qos, retain=False)
+            self._retain(client, topic, payload, hub.qos)
+        self._save_record()
         assert self._outbox is not None
         room = MAX_INFLIGHT - len(self._inflight)
         if room <= 0 or self._newest <= self._cursor:
@@ -334,6 +351,51 @@ class MqttHubSink:
                 return
             self._cursor = message.seq
             self._inflight[info.mid] = message.seq
+
+    def _announce_all(self, client: paho.Client) -> None:
+        """Discovery, then every current state, then the clearing of retained topics the config no longer has."""
+        hub = self.hub
+        published: set[str] = set()
+        if hub.discovery.enabled:
+            messages = discovery_messages(hub, self._device, [(s.name, s.location) for s in self._sources], self._labels,
+                                          guard=self._guard is not None)
+            for topic, payload in messages:
+                self._retain(client, topic, payload)
+                if payload:
+                    published.add(topic)
+            self._log.info("mqtt discovery announced", prefix=hub.discovery.prefix, configs=len(messages))
+        with self._lock:
+            self._sensors_dirty = set(self._sensors)
+            labels_on = dict(self._labels_on)
+        for source in self._sources:
+            for label in self._labels:
+                topic = self._topics.state(source.name, label)
+                self._retain(client, topic, "ON" if labels_on.get((source.name, label)) else "OFF", hub.qos)
+                published.add(topic)
+            published |= {self._topics.sensor(source.name), self._topics.availability(source.name)}
+        if self._guard is not None:  # its state is published (retained) by the guard's side of the hub
+            published.add(self._topics.guard)
+            self._record_dirty |= self._topics.guard not in self._recorded
+            self._recorded.add(self._topics.guard)
+        stale = stale_topics(self._recorded, published, hub.discovery.prefix)
+        for topic in stale:
+            client.publish(topic, b"", qos=1, retain=True)
+        if stale:
+            self._recorded -= set(stale)
+            self._record_dirty = True
+            self._log.info("mqtt cleared retained topics the config no longer has", count=len(stale), topics=stale[:20])
+
+    def _retain(self, client: paho.Client, topic: str, payload: str, qos: int = 1) -> None:
+        """Publish a retained message, and remember its topic (in the state directory) until it is cleared."""
+        client.publish(topic, payload, qos=qos, retain=True)
+        if payload and topic not in self._recorded:
+            self._recorded.add(topic)
+            self._record_dirty = True
+
+    def _save_record(self) -> None:
+        if self._record_dirty and self._record is not None:
+            self._record_dirty = False
+            self._record.save(self._recorded)
 
     def _take_acks(self) -> None:
         """Forget the outbox messages the broker has acknowledged (PUBACKs queued by paho's thread)."""
@@ -434,25 +496,33 @@ class MqttHubSink:
             if payload == "online":
                 self._log.info("home assistant came online, announcing discovery again")
                 self._announce = True
-                with self._lock:
-                    self._sensors_dirty = set(self._sensors)
                 self._wake.set()
             return
-        if self._guard is not None and self._guard.on_message(topic, payload, message.retain):
+        if topic.startswith(f"{self._topics.base}/") and topic.endswith("/set"):
+            self._take_command(client, topic, payload, message.retain)
+        elif self._guard is not None:
+            self._guard.on_message(topic, payload, message.retain)  # the vehicle's state
+
+    def _take_command(self, client: paho.Client, topic: str, payload: str, retained: bool) -> None:
+        """A command acts once, so every command taken is cleared from the broker: one published with retain
+        while the hub was connected arrives without the flag (MQTT 3.1.1 forwards it so) and would
+        otherwise be replayed at the next connection. A command found retained there is not applied."""
+        if not payload:
+            return  # a cleared command, our own clearing among them
+        client.publish(topic, b"", qos=1, retain=True)
+        if retained:
+            self._log.warning("mqtt command cleared, not applied: it was retained on the broker", topic=topic,
+                              payload=payload[:64])
+            return
+        if self._guard is not None and self._guard.on_message(topic, payload, retained=False):
             return
         parts = topic.split("/")
-        if (
-            self.hub.allow_remote_control
-            and len(parts) >= 3 and parts[-2:] == ["sensor", "set"]
-            and topic == self._topics.sensor_set(parts[-3])
-        ):
-            self._command(parts[-3], payload, message.retain)
+        if self.hub.allow_remote_control and len(parts) >= 3 and topic == self._topics.sensor_set(parts[-3]):
+            self._command(parts[-3], payload)
 
-    def _command(self, source: str, payload: str, retained: bool) -> None:
+    def _command(self, source: str, payload: str) -> None:
         shown = payload[:64]
-        if retained:
-            self._log.warning("mqtt sensor command ignored: retained commands are stale", source=source, payload=shown)
-        elif source not in self._source_names:
+        if source not in self._source_names:
             self._log.warning("mqtt sensor command ignored: unknown or unrouted source", source=source, payload=shown)
         elif payload.upper() not in ("ON", "OFF"):
             self._log.warning("mqtt sensor command ignored: payload must be ON or OFF", source=source, payload=shown)
