@@ -18,7 +18,7 @@ from earwitness.integrations.captions.client import (
     CaptionError, Captioner, OpenAICaptioner, TemplateCaptioner, build_captioner, is_loopback_url,
 )
 from earwitness.integrations.captions.guard import CircuitBreaker, RateLimiter
-from earwitness.integrations.captions.prompt import CaptionRequest, template_caption
+from earwitness.integrations.captions.prompt import CaptionRequest, template_caption, with_duration
 
 if TYPE_CHECKING:
     from earwitness.integrations.sinks import SinkContext
@@ -161,8 +161,9 @@ class CaptionSink:
             try:
                 with self._lock:
                     event = self._latest.get(job.id, job.event)
-                caption, fallback = self._caption(CaptionRequest.of(event))
-                self._publish(job, caption, fallback)
+                request = CaptionRequest.of(event)
+                caption, fallback = self._caption(request)
+                self._publish(job, with_duration(caption, request), fallback)
             except Exception:
                 log.exception("captioning failed", id=job.id)
 
