@@ -509,7 +509,9 @@ class MqttHubSink:
         otherwise be replayed at the next connection. A command found retained there is not applied."""
         if not payload:
             return  # a cleared command, our own clearing among them
-        client.publish(topic, b"", qos=1, retain=True)
+        # QoS 0: it takes no in-flight slot, which a burst of commands would otherwise fill (paho then sends a
+        # later state before an earlier one still queued). A clearing lost with the connection is done at the next.
+        client.publish(topic, b"", qos=0, retain=True)
         if retained:
             self._log.warning("mqtt command cleared, not applied: it was retained on the broker", topic=topic,
                               payload=payload[:64])
