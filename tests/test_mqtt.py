@@ -339,10 +339,11 @@ def test_discovery_and_remote_control(tmp_path: Path, cleanup: list) -> None:
     assert json.loads(render(message))["event_type"] == "start"
     assert render({**message, "source": "garage"}) == ""
 
-    # Home Assistant restarts: every config comes again.
+    # Home Assistant restarts: every config and state comes again.
     ha.clear()
     ha.publish("homeassistant/status", "online")
-    wait_until(lambda: topics <= {m.topic for m in ha.matching(lambda m: bool(m.payload))}, what="re-announced discovery")
+    wait_until(lambda: topics | {f"earwitness/{DEVICE}/kitchen/sensor"} <= {m.topic for m in ha.matching(lambda m: bool(m.payload))},
+               what="re-announced discovery and states")
     assert logs_with(daemon, "home assistant came online, announcing discovery again", hub="home")
 
     # Remote control: garbage is logged and ignored; OFF and ON flip the privacy switch.
