@@ -126,6 +126,7 @@ class Processes:
             "sources": sources,
             "outputs": {"jsonl": {"enabled": True, "path": "-"}},
             "captions": {"backend": "template"},
+            "guard": {"enabled": True, "hub": "home", "arming_delay_s": 0.5},  # armed by hand: an alarm panel
             "hubs": [{"name": "home", "host": "127.0.0.1", "port": self.mqtt_port, "reconnect_min_s": 0.2,
                       "reconnect_max_s": 1.0, "discovery": {"enabled": True, "prefix": DISCOVERY},
                       "allow_remote_control": True}],
@@ -332,6 +333,7 @@ class Check:
         await self.attempt("the file that ended: switch off, its sensors unavailable", self.ended)
         await self.attempt("every switch, both ways", self.switches)
         await self.attempt("buttons press without error", self.buttons)
+        await self.attempt("alarm panels arm and disarm", self.alarm_panels)
         await self.attempt("states known after Home Assistant restarts", self.ha_restart)
         await self.attempt("a removed source's entities are gone after a reload", self.stale)
         await self.attempt("availability: offline on SIGTERM and through the Last Will on SIGKILL", self.availability)
@@ -442,6 +444,20 @@ class Check:
         for button in buttons:
             await self.ha.service("button", "press", button)
         return f"{len(buttons)} pressed" if buttons else "none announced"
+
+    async def alarm_panels(self) -> str:
+        panels = [e["entity_id"] for e in self.of("alarm_control_panel")]
+        done = []
+        for panel in panels:
+            await until(lambda: self.ha.state(panel) == "disarmed", 15, f"{panel} disarmed")
+            await self.ha.service("alarm_control_panel", "alarm_arm_away", panel)
+            # the looped glass break at a watched source triggers it once it is armed
+            await until(lambda: self.ha.state(panel) in ("armed_away", "triggered"), 15, f"{panel} armed")
+            armed = self.ha.state(panel)
+            await self.ha.service("alarm_control_panel", "alarm_disarm", panel)
+            await until(lambda: self.ha.state(panel) == "disarmed", 15, f"{panel} disarmed again")
+            done.append(f"{panel}: {armed}, then disarmed")
+        return "; ".join(done) if done else "none announced"
 
     async def ha_restart(self) -> str:
         took = self.p.stop(self.p.ha)
