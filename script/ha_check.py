@@ -36,6 +36,8 @@ CLIP = "clips/glass_break/assaf__1_10_wav.flac"
 """A real glass break (../shared/data) that the shipped classifier finds."""
 HA_START_S = 420.0
 """HA's first start on a slow machine (it writes its storage and loads the integrations)."""
+HA_INSTALL_S = 600.0
+"""A REST call that makes HA install an integration's requirements first (the MQTT flow, on a fresh venv)."""
 STATELESS = ("event", "button")
 """Domains whose state is the time they last fired: `unknown` until then is right."""
 
@@ -233,11 +235,14 @@ class HomeAssistant:
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        async with self.session.post(f"{self.base}{path}", json=body, headers=headers,
-                                     timeout=aiohttp.ClientTimeout(total=60)) as reply:
-            if reply.status >= 300:
-                raise CheckFailed(f"POST {path} answered {reply.status}: {(await reply.text())[:300]}")
-            return await reply.json()
+        try:
+            async with self.session.post(f"{self.base}{path}", json=body, headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=HA_INSTALL_S)) as reply:
+                if reply.status >= 300:
+                    raise CheckFailed(f"POST {path} answered {reply.status}: {(await reply.text())[:300]}")
+                return await reply.json()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise CheckFailed(f"POST {path} got no answer: {type(error).__name__}: {error}") from None
 
     async def connect(self) -> None:
         if self._ws is not None:
