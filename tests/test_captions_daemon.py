@@ -124,7 +124,8 @@ def test_caption_with_audio_arrives_as_update_of_the_event(daemons, llm, tmp_pat
     assert (start["caption"], start["clip"]) == (None, None)  # the alert does not wait for caption or clip
     # the caption was made once the clip was complete (audio sent): it follows the end, with the end's state
     assert end["caption"] is None and end["clip"]
-    assert update["caption"] == CAPTION and update["ended_at"] == end["ended_at"] and update["clip"] == end["clip"]
+    assert update["caption"] == CAPTION.removesuffix(".") + f" ({end['end_s'] - start['start_s']:.1f} s)."
+    assert update["ended_at"] == end["ended_at"] and update["clip"] == end["clip"]
     assert run.seen[(update["id"], "update")] >= run.seen[(end["id"], "end")]
 
     [request] = server.requests

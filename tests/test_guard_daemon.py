@@ -271,8 +271,8 @@ def test_arm_and_disarm_by_hand_and_the_home_assistant_alarm_panel(tmp_path: Pat
     subscriber.publish(command, "ARM", retain=True)  # left on the broker: stale by the time the daemon starts
     daemon = start_file_daemon(tmp_path, config)
     cleanup.append(daemon)
-    daemon.wait_for_log("mqtt guard command ignored: retained commands are stale")
-    subscriber.publish(command, "", retain=True)  # cleared
+    # a command acts once: the daemon clears it from the broker and does not apply it
+    daemon.wait_for_log("mqtt command cleared, not applied: it was retained on the broker", topic=command, payload="ARM")
     panel = wait_until(lambda: subscriber.on(f"homeassistant/alarm_control_panel/{DEVICE}/guard/config"), what="the panel")
     settings = panel[-1].json()
     assert {k: settings[k] for k in ("state_topic", "command_topic", "payload_arm_away", "payload_disarm",

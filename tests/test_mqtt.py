@@ -146,22 +146,24 @@ def test_event_schema_topics_and_routes(tmp_path: Path, cleanup: list) -> None:
         expected = {k: v for k, v in produced[(message["id"], message["type"])].items() if k in EVENT_KEYS}
         assert message == expected
 
-    # ON/OFF per source and label, not retained; nothing for labels a hub is not routed.
+    # ON/OFF per source and label, retained (HA finds them when it restarts); nothing for labels a hub is not routed.
     states = subscriber.on(f"homehub/{DEVICE}/kitchen/loud")
-    assert {m.text for m in states} == {"ON", "OFF"} and not any(m.retain for m in states)
+    assert {m.text for m in states} == {"ON", "OFF"}
     assert not subscriber.matching(lambda m: m.topic.startswith("homehub/") and m.topic.endswith("/bang"))
     assert not subscriber.matching(lambda m: m.topic.startswith("carhub/") and "/kitchen/" in m.topic)
     assert {m.text for m in subscriber.on(f"carhub/{DEVICE}/garage/bang")} == {"ON", "OFF"}
 
-    # Retained status and sensor topics, as a late subscriber sees them.
+    # Retained status, sensor, availability and routed label topics, as a late subscriber sees them.
     late = Subscriber(broker, ["homehub/#", "carhub/#"], persistent=False)
     cleanup.append(late)
-    wait_until(lambda: len(late.matching(lambda m: m.retain)) >= 5, what="retained topics")
-    retained = {m.topic: m.text for m in late.matching(lambda m: m.retain)}
+    wait_until(lambda: len(late.matching(lambda m: m.retain)) >= 11, what="retained topics")
+    retained = {m.topic for m in late.matching(lambda m: m.retain)}
     assert retained == {
-        f"homehub/{DEVICE}/status": "online", f"carhub/{DEVICE}/status": "online",
-        f"homehub/{DEVICE}/kitchen/sensor": "enabled", f"homehub/{DEVICE}/garage/sensor": "enabled",
-        f"carhub/{DEVICE}/garage/sensor": "enabled",
+        f"homehub/{DEVICE}/status", f"carhub/{DEVICE}/status",
+        f"homehub/{DEVICE}/kitchen/sensor", f"homehub/{DEVICE}/garage/sensor", f"carhub/{DEVICE}/garage/sensor",
+        f"homehub/{DEVICE}/kitchen/availability", f"homehub/{DEVICE}/garage/availability",
+        f"carhub/{DEVICE}/garage/availability",
+        f"homehub/{DEVICE}/kitchen/loud", f"homehub/{DEVICE}/garage/loud", f"carhub/{DEVICE}/garage/bang",
     }
 
     # SIGTERM: the daemon stops within 2 s and leaves `offline` (retained) on both hubs.
@@ -298,8 +300,13 @@ def test_discovery_and_remote_control(tmp_path: Path, cleanup: list) -> None:
     assert set(configs) == topics
     ids = [c["unique_id"] for c in configs.values()]
     assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[a-zA-Z0-9_-]+", i) for i in ids)
-    for entity in configs.values():
-        assert entity["availability_topic"] == f"earwitness/{DEVICE}/status"
+    for topic, entity in configs.items():
+        if "/switch/" in topic:  # the switch stays available to turn a source that ended back on
+            assert entity["availability_topic"] == f"earwitness/{DEVICE}/status"
+        else:
+            assert entity["availability"] == [{"topic": f"earwitness/{DEVICE}/status"},
+                                              {"topic": f"earwitness/{DEVICE}/kitchen/availability"}]
+            assert entity["availability_mode"] == "all"
         assert entity["device"]["identifiers"] == [f"earwitness_{DEVICE}"]
         assert entity["device"]["name"] and entity["device"]["sw_version"]
     event = configs[base.format("event", "kitchen_events")]
@@ -318,10 +325,11 @@ def test_discovery_and_remote_control(tmp_path: Path, cleanup: list) -> None:
     assert json.loads(render(message))["event_type"] == "start"
     assert render({**message, "source": "garage"}) == ""
 
-    # Home Assistant restarts: every config comes again.
+    # Home Assistant restarts: every config and state comes again.
     ha.clear()
     ha.publish("homeassistant/status", "online")
-    wait_until(lambda: topics <= {m.topic for m in ha.matching(lambda m: bool(m.payload))}, what="re-announced discovery")
+    wait_until(lambda: topics | {f"earwitness/{DEVICE}/kitchen/sensor"} <= {m.topic for m in ha.matching(lambda m: bool(m.payload))},
+               what="re-announced discovery and states")
     assert logs_with(daemon, "home assistant came online, announcing discovery again", hub="home")
 
     # Remote control: garbage is logged and ignored; OFF and ON flip the privacy switch.

@@ -191,6 +191,9 @@ class Daemon:
                     log.warning("sensor command for an unknown source ignored", source=command.source)
                     continue
                 self._remote_sensor[command.source] = command.enabled
+                runner = self._runners.get(command.source)
+                if command.enabled and runner is not None and runner.finished:  # switching it on restarts it
+                    await self._runners.pop(command.source).stop()
                 sensors_changed = True
         if sensors_changed:
             await self._sync_sources(previous=self._config, reason="remote command")
@@ -249,9 +252,17 @@ class Daemon:
                 runner.start(lambda: self._control.put_nowait(RunnerEnded()))
             if not enabled:
                 stats.state, stats.error = "disabled", None
-            if self._sensor_states.get(name) != enabled:
-                self._dispatch_sensor(source, enabled, reason)
-        self._sensor_states = {name: self._sensor_on(config, s) for name, s in new_sources.items()}
+            listening, why = self._sensor_report(config, source, reason)
+            if self._sensor_states.get(name) != listening:
+                self._dispatch_sensor(source, listening, why)
+        self._sensor_states = {name: self._sensor_report(config, s, reason)[0] for name, s in new_sources.items()}
+
+    def _sensor_report(self, config: Config, source: SourceConfig, reason: str) -> tuple[bool, str]:
+        """What the sinks are told of a source's sensor: on while its runner runs; an ended or failed runner's state."""
+        runner = self._runners.get(source.name)
+        if runner is not None and runner.finished:
+            return False, runner.stats.state
+        return self._sensor_on(config, source), reason
 
     def _publish_ended(self) -> None:
         """A source that ended (end of file, EOF on stdin) or failed for good no longer listens: sinks are told."""
@@ -346,13 +357,13 @@ class Daemon:
             check_files(new, origin)
             sinks_changed = any(
                 getattr(previous, k) != getattr(new, k) for k in type(new).model_fields if k not in SOURCE_KEYS
-            )
+            ) or _source_names(previous) != _source_names(new)  # the hubs announce each source
             sinks = self._build_sinks(new, labels) if sinks_changed else None
         except ConfigError as error:
             log.error("config reload rejected, the running config stays", reason=reason, error=str(error))
             return
         self._config, self._labels = new, labels
-        self._remote_sensor.clear()
+        self._forget_overridden_commands(previous, new)
         configure_logging(new.log_level)
         if sinks is not None:
             self._stop_guard()
@@ -362,8 +373,18 @@ class Daemon:
         await self._sync_sources(previous, reason=reason)
         if sinks is not None:
             for source in new.sources:
-                self._dispatch_sensor(source, self._sensor_on(new, source), reason)
+                self._dispatch_sensor(source, *self._sensor_report(new, source, reason))
         log.info("config reloaded", reason=reason, sinks_restarted=sinks is not None)
+
+    def _forget_overridden_commands(self, previous: Config, new: Config) -> None:
+        """The local config and the remote commands decide in the order they happened: a remote command
+        stands until the config's own say on that sensor changes."""
+        old_sources = {s.name: s for s in previous.sources}
+        for name in list(self._remote_sensor):
+            before, after = old_sources.get(name), next((s for s in new.sources if s.name == name), None)
+            if (after is None or before is None or before.enabled != after.enabled
+                    or previous.sensors_enabled != new.sensors_enabled):
+                del self._remote_sensor[name]
 
     # --- observers (systemd, status socket, metrics) -----------------------------------------
 
@@ -383,3 +404,7 @@ class Daemon:
                 await result
         except Exception:
             log.exception("observer failed", hook=getattr(hook, "__qualname__", str(hook)))
+
+
+def _source_names(config: Config) -> list[tuple[str, str]]:
+    return [(source.name, source.location) for source in config.sources]

@@ -95,9 +95,10 @@ def export_onnx(model: EarNet, path: Path, n_frames: int = 97) -> None:
 
 def export_names_head(model: EarNet, path: Path) -> None:
     """The distilled AudioSet head as numpy (`ClassifierDetector` names what it hears with it)."""
-    assert model.aux_head is not None
-    np.savez(path, weight=model.aux_head.weight.detach().numpy()[:, :, 0].astype(np.float32),
-             bias=model.aux_head.bias.detach().numpy().astype(np.float32))
+    head = model.aux_head
+    assert head is not None and head.bias is not None
+    np.savez(path, weight=head.weight.detach().numpy()[:, :, 0].astype(np.float32),
+             bias=head.bias.detach().numpy().astype(np.float32))
 
 
 def validation_scores(detector, frontend, items: list[Item], cache: AudioCache, progress: bool = True

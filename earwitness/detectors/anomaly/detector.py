@@ -26,6 +26,7 @@ import numpy as np
 import structlog
 
 from earwitness.config.detectors import AnomalyDetectorConfig
+from earwitness.core.files import write_atomically
 from earwitness.core.windows import Detection, Window
 from earwitness.detectors.anomaly.features import (
     feature_vector,
@@ -35,7 +36,7 @@ from earwitness.detectors.anomaly.features import (
     signal_features,
 )
 from earwitness.detectors.anomaly.model import NormalModel
-from earwitness.detectors.anomaly.persistence import StateError, load_model, serialize, write_state
+from earwitness.detectors.anomaly.persistence import StateError, load_model, serialize
 from earwitness.detectors.base import DetectorContext
 from earwitness.detectors.frontend import LogMel
 
@@ -107,7 +108,7 @@ class AnomalyDetector:
     def _write(self, data: bytes) -> bool:
         assert self.state_path is not None
         try:
-            write_state(data, self.state_path)
+            write_atomically(data, self.state_path)
             return True
         except OSError as error:
             log.warning("cannot save anomaly state", source=self.source, path=str(self.state_path), error=str(error))

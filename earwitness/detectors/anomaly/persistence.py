@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from earwitness.core.files import write_atomically
 from earwitness.detectors.anomaly.model import MIN_RING, NormalModel, NormalModelParams
 
 STATE_VERSION = 1
@@ -42,7 +42,7 @@ def state_dict(model: NormalModel) -> dict[str, Any]:
 
 def save_model(model: NormalModel, path: Path) -> None:
     """Write the state atomically (temporary file, fsync, rename)."""
-    write_state(serialize(model), path)
+    write_atomically(serialize(model), path)
 
 def serialize(model: NormalModel) -> bytes:
     """The state as the bytes of an .npz file (a snapshot: later learning does not change it)."""
@@ -102,17 +102,6 @@ def load_model(path: Path, params: NormalModelParams, seed: int = 0) -> NormalMo
     return model
 
 
-
-
-def write_state(data: bytes, path: Path) -> None:
-    """Write serialized state atomically: a temporary file, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _finite(x: float) -> float | None:

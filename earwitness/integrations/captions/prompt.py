@@ -77,13 +77,11 @@ def label_phrase(label: str) -> str:
 
 
 def duration_text(request: CaptionRequest) -> str | None:
-    event, clip = request.event, request.clip
-    if event.end_s is not None:
-        return f"{max(0.0, event.end_s - event.start_s):.1f} s (it has ended)"
-    if clip is not None:
-        if clip.capped:
-            return f"at least {clip.event_duration_s:.1f} s (still going on)"
-        return f"{clip.event_duration_s:.1f} s so far (still going on)"
+    known = known_duration(request)
+    if known is not None:
+        return f"{known} ({'it has ended' if request.event.end_s is not None else 'still going on'})"
+    if request.clip is not None:
+        return f"{request.clip.event_duration_s:.1f} s so far (still going on)"
     return None
 
 
@@ -131,13 +129,38 @@ def event_context(request: CaptionRequest) -> str:
     return "\n".join(lines)
 
 
+def known_duration(request: CaptionRequest) -> str | None:
+    """How long the event lasted, once that is known: `1.5 s` when it has ended, `at least 10.0 s` when its
+    clip reached its maximum length while it went on (a `complete` caption is made then)."""
+    event, clip = request.event, request.clip
+    if event.end_s is not None:
+        return f"{max(0.0, event.end_s - event.start_s):.1f} s"
+    if clip is not None and clip.capped:
+        return f"at least {clip.event_duration_s:.1f} s"
+    return None
+
+
+_GIVES_DURATION = re.compile(r"\d\s*(?:s|secs?|seconds?)\b", re.IGNORECASE)
+_FINAL_STOP = re.compile(r"[.!?…]+$")
+
+
+def with_duration(caption: str, request: CaptionRequest) -> str:
+    """The caption stating the event's duration when it is known: a model's caption seldom says it."""
+    duration = known_duration(request)
+    if duration is None or not caption or _GIVES_DURATION.search(caption):
+        return caption
+    stop = _FINAL_STOP.search(caption)
+    return f"{caption[: stop.start()] if stop else caption} ({duration}){stop.group() if stop else '.'}"
+
+
 def template_caption(request: CaptionRequest) -> str:
     """A deterministic caption from the detector's findings; always available."""
     event = request.event
     local = event.started_at.astimezone()
     caption = f"{label_phrase(event.label)} at {_words(event.source.location)} ({event.source.name}), {local:%H:%M:%S}"
-    if event.end_s is not None:
-        caption += f", {max(0.0, event.end_s - event.start_s):.1f} s"
+    duration = known_duration(request)
+    if duration is not None:
+        caption += f", {duration}"
     others = top_labels(event)
     if others:
         caption += "; possibly also " + ", ".join(_words(label) for label, _ in others[:3])

@@ -26,7 +26,7 @@ from earwitness.integrations.captions.client import (
     is_loopback_url,
 )
 from earwitness.integrations.captions.guard import CircuitBreaker, RateLimiter
-from earwitness.integrations.captions.prompt import CaptionRequest, template_caption
+from earwitness.integrations.captions.prompt import CaptionRequest, template_caption, with_duration
 from earwitness.integrations.sinks import SinkContext
 
 log = structlog.get_logger(__name__)
@@ -170,8 +170,9 @@ class CaptionSink:
             try:
                 with self._lock:
                     event = self._latest.get(job.id, job.event)
-                caption, fallback = self._caption(CaptionRequest.of(event))
-                self._publish(job, caption, fallback)
+                request = CaptionRequest.of(event)
+                caption, fallback = self._caption(request)
+                self._publish(job, with_duration(caption, request), fallback)
             except Exception:
                 log.exception("captioning failed", id=job.id)
 

@@ -27,6 +27,39 @@ class PasswordUnavailable(Exception):
     """The configured password file or environment variable cannot be read."""
 
 
+class ConnectFailed(Exception):
+    """A connection that could not be opened: `what` failed (the log message), and the error's `detail`."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(f"{what}: {detail}")
+        self.what, self.detail = what, detail
+
+
+def open_client(
+    hub: HubConfig,
+    client_id: str,
+    will_topic: str,
+    on_connect: Callable[..., Any],
+    on_disconnect: Callable[..., Any],
+    on_publish: Callable[..., Any],
+    on_message: Callable[..., Any],
+) -> paho.Client:
+    """A client connected to the hub (its network loop not yet started); raises ConnectFailed."""
+    try:
+        client = new_client(hub, client_id, will_topic, on_connect, on_disconnect, on_publish, on_message)
+    except PasswordUnavailable as error:
+        raise ConnectFailed("mqtt password unavailable", str(error)) from None
+    except (OSError, ssl.SSLError, ValueError) as error:
+        raise ConnectFailed("mqtt TLS setup failed", f"{type(error).__name__}: {error}") from None
+    try:
+        connect(client, hub)
+    except ssl.SSLError as error:
+        raise ConnectFailed("mqtt TLS handshake failed", f"{type(error).__name__}: {error}") from None
+    except (OSError, ValueError) as error:
+        raise ConnectFailed("mqtt connect failed", f"{type(error).__name__}: {error}") from None
+    return client
+
+
 def new_client(
     hub: HubConfig,
     client_id: str,

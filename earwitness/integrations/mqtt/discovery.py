@@ -2,9 +2,11 @@
 
 Per routed source: an `event` entity fed by the events topic (event types `start`,
 `update`, `end`; the message's other keys become attributes), a `binary_sensor` per
-routed label fed by the ON/OFF topic, and the sensor (privacy switch) state: a
+routed label fed by the (retained) ON/OFF topic, and the sensor (privacy switch) state: a
 `binary_sensor`, or a `switch` when the hub allows remote control. Every config is
-retained and carries a device block and the availability topic.
+retained and carries a device block. The switch is available while the daemon is
+(`status`); a source's event and label entities also need the source's own availability
+topic, `offline` once its input has ended or failed for good.
 """
 
 from __future__ import annotations
@@ -54,10 +56,8 @@ def discovery_messages(
     node = safe_id(device_id)
     base_id = f"earwitness_{node}"
     prefix = hub.discovery.prefix
+    daemon_available = {"availability_topic": topics.status, "payload_available": "online", "payload_not_available": "offline"}
     common = {
-        "availability_topic": topics.status,
-        "payload_available": "online",
-        "payload_not_available": "offline",
         "device": {
             "identifiers": [base_id],
             "name": f"earwitness {device_id}",
@@ -71,10 +71,17 @@ def discovery_messages(
     messages: list[tuple[str, str]] = []
 
     def add(component: str, object_id: str, payload: dict | None) -> None:
+        """An entity available while the daemon is, unless it names its own `availability`."""
         topic = f"{prefix}/{component}/{node}/{safe_id(object_id)}/config"
-        messages.append((topic, "" if payload is None else json.dumps({**payload, **common}, sort_keys=True)))
+        if payload is not None:
+            payload = {**({} if "availability" in payload else daemon_available), **payload, **common}
+        messages.append((topic, "" if payload is None else json.dumps(payload, sort_keys=True)))
 
     for source, _location in sources:
+        source_available = {
+            "availability": [{"topic": topics.status}, {"topic": topics.availability(source)}],
+            "availability_mode": "all",  # both say `online` (HA's default payloads)
+        }
         attributes = ", ".join(f"'{key}': value_json.{key}" for key in EVENT_ATTRIBUTES)
         add("event", f"{source}_events", {
             "name": f"{source} sound events",
@@ -87,6 +94,7 @@ def discovery_messages(
                 f"{{{{ {{'event_type': value_json.type, {attributes}}} | tojson }}}}{{% endif %}}"
             ),
             "icon": "mdi:ear-hearing",
+            **source_available,
         })
         for label in labels:
             add("binary_sensor", f"{source}_{label}", {
@@ -97,6 +105,7 @@ def discovery_messages(
                 "payload_off": "OFF",
                 "device_class": device_class(label),
                 "off_delay": hub.discovery.off_delay_s,
+                **source_available,
             })
         sensor = {
             "name": f"{source} microphone",

@@ -1,9 +1,12 @@
-"""One hub's thread: connects (with exponential backoff), keeps the retained status and sensor topics,
-announces Home Assistant discovery, publishes the outbox in order and takes remote commands.
+"""One hub's thread: connects (with exponential backoff), publishes the outbox in order (each message
+deleted on its PUBACK), keeps the retained topics and takes remote commands (`commands`).
 
 The network I/O runs in paho's own thread (`loop_start`), which waits on the socket; this thread
 sleeps until there is something to do (a new message, an acknowledgement, a command) and wakes
-once a second for the health figures: no polling. Each outbox message is deleted on its PUBACK.
+once a second for the health figures: no polling. At each connection, and when Home Assistant
+comes online (its birth message), it publishes discovery and every current state (privacy switch,
+source availability, each label's ON/OFF; a quiet label reads OFF), then clears the retained
+topics it published before that the config no longer has (`retained`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import queue
 import random
-import ssl
 import threading
 import time
 from typing import Any
@@ -26,18 +28,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 from earwitness.config import SourceConfig
 from earwitness.config.mqtt import HubConfig
 from earwitness.guard.machine import GuardState
-from earwitness.integrations.mqtt.commands import sensor_command
+from earwitness.integrations.mqtt.commands import sensor_command, take_once
 from earwitness.integrations.mqtt.connection import (
     CREDENTIAL_REASONS,
     MAX_INFLIGHT,
-    PasswordUnavailable,
+    ConnectFailed,
     close_socket,
-    connect,
-    new_client,
+    open_client,
 )
 from earwitness.integrations.mqtt.discovery import discovery_messages
 from earwitness.integrations.mqtt.guard_link import HubGuard
 from earwitness.integrations.mqtt.outbox import Outbox
+from earwitness.integrations.mqtt.retained import RetainedTopics
 from earwitness.integrations.mqtt.topics import Topics
 from earwitness.integrations.sinks import SinkContext
 
@@ -74,7 +76,11 @@ class HubSession:
         """Set when the hub's thread has something to do."""
         self.stop = threading.Event()
         self._sensors: dict[str, bool] = {}
+        self._available: dict[str, bool] = {s.name: True for s in sources}
         self._sensors_dirty: set[str] = set()
+        self._labels_on: dict[tuple[str, str], bool] = {}
+        """Each routed (source, label)'s current ON/OFF, re-published at every announce."""
+        self._retained: RetainedTopics | None = None
         self._lock = threading.Lock()
         # Owned by the hub's thread:
         self._state = "stopped"
@@ -90,10 +96,11 @@ class HubSession:
         self._published = 0
         self._last_health = 0.0
 
-    def open(self, outbox: Outbox) -> None:
-        """Publish from this outbox (before the thread starts)."""
+    def open(self, outbox: Outbox, retained: RetainedTopics) -> None:
+        """Publish from this outbox, and remember retained topics with `retained` (before the thread starts)."""
         self.outbox = outbox
         self._newest = outbox.newest()
+        self._retained = retained
         self._set_state("disconnected")
 
     def stored(self, seq: int, live: tuple[str, str]) -> None:
@@ -107,9 +114,16 @@ class HubSession:
             self._guard.update(state, alarm)
             self.wake.set()
 
-    def sensor(self, source: str, enabled: bool) -> None:
+    def label(self, source: str, label: str, on: bool) -> None:
+        """A routed label's current state, re-published (retained) at every announce."""
+        with self._lock:
+            self._labels_on[(source, label)] = on
+
+    def sensor(self, source: str, enabled: bool, available: bool) -> None:
+        """A source's privacy switch, and whether its input is there at all (not ended or failed for good)."""
         with self._lock:
             self._sensors[source] = enabled
+            self._available[source] = available
             self._sensors_dirty.add(source)
         self.wake.set()
 
@@ -140,23 +154,12 @@ class HubSession:
         self._set_state("connecting")
         self._log.info("mqtt connecting", host=hub.host, port=hub.effective_port, tls=hub.tls is not None,
                        protocol=hub.protocol, client_id=self._client_id)
-        try:
-            client = new_client(hub, self._client_id, self._topics.status,
-                                self._on_connect, self._on_disconnect, self._on_publish, self._on_message)
-        except PasswordUnavailable as error:
-            self._fail("mqtt password unavailable", str(error))
-            return False
-        except (OSError, ssl.SSLError, ValueError) as error:
-            self._fail("mqtt TLS setup failed", f"{type(error).__name__}: {error}")
-            return False
         self._connack, self._lost = None, False
         try:
-            connect(client, hub)
-        except ssl.SSLError as error:
-            self._fail("mqtt TLS handshake failed", f"{type(error).__name__}: {error}")
-            return False
-        except (OSError, ValueError) as error:
-            self._fail("mqtt connect failed", f"{type(error).__name__}: {error}")
+            client = open_client(hub, self._client_id, self._topics.status,
+                                 self._on_connect, self._on_disconnect, self._on_publish, self._on_message)
+        except ConnectFailed as failure:
+            self._fail(failure.what, failure.detail)
             return False
         client.loop_start()
         try:
@@ -222,31 +225,27 @@ class HubSession:
             client.subscribe(self._topics.sensor_set_filter, qos=1)
         if self._guard is not None:
             self._guard.connected(client)
-        with self._lock:
-            self._sensors_dirty = set(self._sensors)
-        self._announce = self.hub.discovery.enabled
+        self._announce = True
 
     def _send(self, client: paho.Client) -> None:
         """Publish what is due: discovery, sensor states, live ON/OFF, then the outbox in order."""
         hub = self.hub
         if self._announce:
             self._announce = False
-            messages = discovery_messages(hub, self._device, [(s.name, s.location) for s in self._sources], self._labels,
-                                          guard=self._guard is not None)
-            for topic, payload in messages:
-                client.publish(topic, payload, qos=1, retain=True)
-            self._log.info("mqtt discovery announced", prefix=hub.discovery.prefix, configs=len(messages))
+            self._announce_all(client)
         with self._lock:
-            dirty = {name: self._sensors[name] for name in self._sensors_dirty}
+            dirty = {name: (self._sensors[name], self._available[name]) for name in self._sensors_dirty if name in self._sensors}
             self._sensors_dirty.clear()
-        for source, enabled in dirty.items():
-            client.publish(self._topics.sensor(source), "enabled" if enabled else "disabled", qos=1, retain=True)
+        for source, (enabled, available) in dirty.items():
+            self._retain(client, self._topics.sensor(source), "enabled" if enabled else "disabled")
+            self._retain(client, self._topics.availability(source), "online" if available else "offline")
         if self._guard is not None:
             self._guard.send(client)
         while not self._live.empty():
             topic, payload = self._live.get_nowait()
-            client.publish(topic, payload, qos=hub.qos, retain=False)
-        assert self.outbox is not None
+            self._retain(client, topic, payload, hub.qos)
+        assert self._retained is not None and self.outbox is not None
+        self._retained.save()
         room = MAX_INFLIGHT - len(self._inflight)
         if room <= 0 or self._newest <= self._cursor:
             return
@@ -262,6 +261,39 @@ class HubSession:
                 return
             self._cursor = message.seq
             self._inflight[info.mid] = message.seq
+
+    def _announce_all(self, client: paho.Client) -> None:
+        """Discovery, then every current state, then the clearing of retained topics the config no longer has."""
+        hub = self.hub
+        published: set[str] = set()
+        if hub.discovery.enabled:
+            messages = discovery_messages(hub, self._device, [(s.name, s.location) for s in self._sources], self._labels,
+                                          guard=self._guard is not None)
+            for topic, payload in messages:
+                self._retain(client, topic, payload)
+                if payload:
+                    published.add(topic)
+            self._log.info("mqtt discovery announced", prefix=hub.discovery.prefix, configs=len(messages))
+        with self._lock:
+            self._sensors_dirty = set(self._sensors)
+            labels_on = dict(self._labels_on)
+        for source in self._sources:
+            for label in self._labels:
+                topic = self._topics.state(source.name, label)
+                self._retain(client, topic, "ON" if labels_on.get((source.name, label)) else "OFF", hub.qos)
+                published.add(topic)
+            published |= {self._topics.sensor(source.name), self._topics.availability(source.name)}
+        assert self._retained is not None
+        if self._guard is not None:  # its state is published (retained) by the guard's side of the hub
+            published.add(self._topics.guard)
+            self._retained.keep(self._topics.guard)
+        stale = self._retained.clear_stale(client, published, hub.discovery.prefix)
+        if stale:
+            self._log.info("mqtt cleared retained topics the config no longer has", count=len(stale), topics=stale[:20])
+
+    def _retain(self, client: paho.Client, topic: str, payload: str, qos: int = 1) -> None:
+        assert self._retained is not None
+        self._retained.publish(client, topic, payload, qos)
 
     def _take_acks(self) -> None:
         """Forget the outbox messages the broker has acknowledged (PUBACKs queued by paho's thread)."""
@@ -317,18 +349,22 @@ class HubSession:
             if payload == "online":
                 self._log.info("home assistant came online, announcing discovery again")
                 self._announce = True
-                with self._lock:
-                    self._sensors_dirty = set(self._sensors)
                 self.wake.set()
             return
-        if self._guard is not None and self._guard.on_message(topic, payload, message.retain):
+        if topic.startswith(f"{self._topics.base}/") and topic.endswith("/set"):
+            self._take_command(client, topic, payload, message.retain)
+        elif self._guard is not None:
+            self._guard.on_message(topic, payload, message.retain)  # the vehicle's state
+
+    def _take_command(self, client: paho.Client, topic: str, payload: str, retained: bool) -> None:
+        if not take_once(client, topic, payload, retained, self._log):
+            return
+        if self._guard is not None and self._guard.on_message(topic, payload, retained=False):
             return
         if self.hub.allow_remote_control:
-            command = sensor_command(self._topics, topic, payload, message.retain, self._source_names, self._log)
+            command = sensor_command(self._topics, topic, payload, self._source_names, self._log)
             if command is not None:
                 self._context.set_sensor(*command)
-
-    # --- state and health -------------------------------------------------------------
 
     def _fail(self, what: str, error: str) -> None:
         self._error = error

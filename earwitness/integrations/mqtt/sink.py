@@ -20,6 +20,7 @@ from earwitness.core.events import EventChange, SensorState
 from earwitness.core.supervision import supervised_thread
 from earwitness.guard.machine import GuardState
 from earwitness.integrations.mqtt.outbox import Outbox, outbox_path
+from earwitness.integrations.mqtt.retained import RetainedRecord, RetainedTopics, retained_path
 from earwitness.integrations.mqtt.session import HubSession
 from earwitness.integrations.mqtt.topics import Topics
 from earwitness.integrations.sinks import SinkContext
@@ -27,6 +28,8 @@ from earwitness.integrations.sinks import SinkContext
 log = structlog.get_logger(__name__)
 
 CLOSE_JOIN_S = 0.9
+ENDED_STATES = ("ended", "failed")
+"""Sensor reasons of a source whose input is gone: its entities are unavailable until it is restarted."""
 
 
 class MqttHubSink:
@@ -65,7 +68,8 @@ class MqttHubSink:
         pending = self._outbox.depth()
         if pending:
             self._log.info("mqtt outbox has pending alerts from before", pending=pending)
-        self._session.open(self._outbox)
+        record = RetainedRecord(retained_path(self._context.config.resolved_state_dir(), self.hub.name))
+        self._session.open(self._outbox, RetainedTopics(record))
         health, stop = self._context.health, self._session.stop
         self._writer = supervised_thread(health, f"mqtt-outbox-{self.hub.name}", self._write, stop)
         self._writer.start()
@@ -77,15 +81,17 @@ class MqttHubSink:
         if not self._routed(event.source.name, event.label) or self._outbox is None:
             return
         payload = json.dumps(change.message(), separators=(",", ":")).encode()
-        live = (self._topics.state(event.source.name, event.label), "OFF" if change.type == "end" or event.ended_at is not None else "ON")
-        self._incoming.put((payload, live))
+        on = change.type != "end" and event.ended_at is None
+        self._session.label(event.source.name, event.label, on)
+        self._incoming.put((payload, (self._topics.state(event.source.name, event.label), "ON" if on else "OFF")))
 
     def handle_guard(self, state: GuardState, alarm: bool) -> None:
         self._session.guard(state, alarm)
 
     def handle_sensor(self, state: SensorState) -> None:
         if state.source.name in self._source_names:
-            self._session.sensor(state.source.name, state.enabled)
+            available = state.enabled or state.reason not in ENDED_STATES
+            self._session.sensor(state.source.name, state.enabled, available)
 
     def close(self) -> None:
         """Store what is queued, send what can be sent quickly, publish `offline`, disconnect;

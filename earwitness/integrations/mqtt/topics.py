@@ -30,6 +30,9 @@ class Topics:
     def sensor(self, source: str) -> str:
         return f"{self.base}/{source}/sensor"
 
+    def availability(self, source: str) -> str:
+        return f"{self.base}/{source}/availability"
+
     def sensor_set(self, source: str) -> str:
         return f"{self.base}/{source}/sensor/set"
 
