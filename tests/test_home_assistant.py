@@ -16,11 +16,11 @@ from tests.audio import write_bursts
 from tests.daemon_process import write_config
 from tests.mqtt_broker import MOSQUITTO, Broker, Subscriber, wait_until
 from tests.test_captions import CAPTION, llm
-from tests.test_mqtt import DEVICE, burst_loop, cleanup, daemon_config, hub, logs_with, source, start_daemon
+from tests.test_mqtt import DEVICE, burst_loop, daemon_config, hub, logs_with, source, start_daemon
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
 
-__all__ = ["cleanup", "llm"]  # fixtures, imported for pytest
+__all__ = ["llm"]  # a fixture, imported for pytest
 BASE = f"earwitness/{DEVICE}"
 CLEARED = "mqtt cleared retained topics the config no longer has"
 
@@ -48,7 +48,10 @@ def retained_when(broker: Broker, cleanup: list, predicate: Callable[[dict[str, 
 
     def check() -> bool:
         found.update(retained_now(broker, cleanup))
-        return predicate(found) or bool(found.clear())
+        if predicate(found):
+            return True
+        found.clear()
+        return False
 
     wait_until(check, what=what, interval=0.3)
     return found
