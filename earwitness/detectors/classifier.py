@@ -6,10 +6,7 @@ Each window is scored by the max over the model's output frames in the window's 
 `score_span_s` seconds (set it to the windower's hop), so consecutive windows score
 disjoint stretches of time: events are located to within a hop and do not merge.
 Its `Detection` also carries the window's penultimate embedding (mean over frames, float32) and
-the probabilities of all the model's labels, which the anomaly detector reads. A model distilled from YAMNet names what it hears (`top_labels`) with
-its AudioSet head kept beside it as numpy (`NAME.names.npz`): that head is a 1x1 convolution on
-the per-frame embedding, so a window's mean teacher logits are the head applied to its mean
-embedding, a 521x96 product instead of the head over every output frame in ONNX Runtime.
+the probabilities of all the model's labels, which the anomaly detector reads.
 """
 
 from __future__ import annotations
@@ -43,41 +40,17 @@ class _OnnxRunner:
     def __init__(self, session) -> None:
         self.session = session
         self.input = session.get_inputs()[0].name
-        # (logits, embeddings); a distilled model's third output, the teacher's classes per frame,
-        # is not asked for (ONNX Runtime then skips its head): see `NamesHead`.
+        # (logits, embeddings); a distilled model has a third output, the teacher's classes.
         self.outputs = [o.name for o in session.get_outputs()[:2]]
+        self.all_outputs = [o.name for o in session.get_outputs()[:3]]
 
     def __call__(self, logmel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, emb = self.session.run(self.outputs, {self.input: np.ascontiguousarray(logmel, dtype=np.float32)})
         return logits, emb
 
-
-def names_head_path(meta_path: Path) -> Path:
-    """Where a distilled model's AudioSet head is kept: `NAME.names.npz` beside `NAME.json`."""
-    return meta_path.with_suffix(".names.npz")
-
-
-class NamesHead:
-    """The distilled AudioSet head in numpy: the three classes a window sounds most like."""
-
-    def __init__(self, path: Path, names: Sequence[str]) -> None:
-        with np.load(path) as data:
-            weight = np.asarray(data["weight"], np.float32)  # [classes, embedding]
-            self.bias = np.asarray(data["bias"], np.float32)
-        if weight.shape[0] != len(names):
-            raise ValueError(f"{path}: {weight.shape[0]} classes, the model names {len(names)}")
-        self.weight_t = np.ascontiguousarray(weight.T)
-        self.names = tuple(names)
-
-    def top3(self, embeddings: np.ndarray) -> list[list[list]]:
-        """Per window (its mean embedding): [[name, score], ...] of the three best classes, best first."""
-        logits = embeddings @ self.weight_t + self.bias
-        best = np.argpartition(logits, -3, axis=1)[:, -3:]
-        picked = np.take_along_axis(logits, best, axis=1)
-        order = np.argsort(-picked, axis=1)
-        best = np.take_along_axis(best, order, axis=1).tolist()
-        scores = np.round(_sigmoid(np.take_along_axis(picked, order, axis=1)), 3).tolist()
-        return [[[self.names[i], p] for i, p in zip(idx, ps)] for idx, ps in zip(best, scores)]
+    def with_teacher_classes(self, logmel: np.ndarray) -> list[np.ndarray]:
+        """(logits, embeddings[, teacher-class logits]) per frame."""
+        return self.session.run(self.all_outputs, {self.input: np.ascontiguousarray(logmel, dtype=np.float32)})
 
 
 @functools.lru_cache(maxsize=4)
@@ -159,10 +132,8 @@ class ClassifierDetector:
         self.frontend = LogMel()
         """The pipeline computes `window.features.logmel` with this (shared with later detectors)."""
         self._run = _OnnxRunner(load_session(meta_path.with_suffix(".onnx")))
-        names = names_head_path(meta_path)
-        self._names: NamesHead | None = (
-            NamesHead(names, meta["aux_classes"]) if meta.get("aux_classes") and names.exists() else None)
-        """A model distilled from YAMNet: events carry the three AudioSet classes it hears best."""
+        self.top_label_names: tuple[str, ...] = tuple(meta.get("aux_classes", ()))
+        """AudioSet classes of a model distilled from YAMNet: events carry the three it hears best."""
 
     # -- scoring -------------------------------------------------------------------------------
     def _tail_frames(self, n_out: int, window_s: float) -> slice:
@@ -178,6 +149,12 @@ class ClassifierDetector:
         probs = _sigmoid(logits[:, tail, :].max(axis=1))
         return probs.astype(np.float32), emb.mean(axis=1).astype(np.float32)
 
+    def _top_labels(self, teacher_logits: np.ndarray) -> list[list]:
+        """The three teacher classes heard best over the window (as YAMNet scores a patch: its mean)."""
+        probs = _sigmoid(teacher_logits.mean(axis=0))
+        best = np.argsort(probs)[::-1][:3]
+        return [[self.top_label_names[i], round(float(probs[i]), 3)] for i in best]
+
     def detect(self, windows: Sequence[Window], found: Sequence[Detection] = ()) -> list[Detection]:
         """Findings in consecutive windows of one stream, in one model run: the scored labels' probabilities,
         the embedding and every label's probability (for the anomaly detector), and the top AudioSet labels."""
@@ -190,14 +167,15 @@ class ClassifierDetector:
                 if 0 < spacing <= len(window.audio) / 16000.0 and (self.score_span_s is None or spacing < self.score_span_s):
                     self.score_span_s = spacing
         logmel = np.stack([window.features.logmel for window in windows])
-        probs, emb = self.score_logmel_batch(logmel, len(windows[0].audio) / 16000.0)
-        # As YAMNet scores a patch: the teacher classes over the whole window (its mean embedding).
-        tops = self._names.top3(emb) if self._names is not None else None
+        outputs = self._run.with_teacher_classes(logmel)
+        probs, emb = self._probabilities(outputs[0], outputs[1], len(windows[0].audio) / 16000.0)
+        teacher = outputs[2] if self.top_label_names and len(outputs) > 2 else None
         out = []
         for k, (window_probs, window_emb) in enumerate(zip(probs, emb)):
             details = {}
-            if tops is not None:
-                details = {label: {"top_labels": tops[k]} for label in self.labels}
+            if teacher is not None:
+                top = self._top_labels(teacher[k])
+                details = {label: {"top_labels": top} for label in self.labels}
             out.append(Detection(
                 scores={lb: float(window_probs[i]) for lb, i in zip(self.labels, self._idx)},
                 details=details,

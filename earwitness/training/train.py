@@ -19,7 +19,6 @@ import torch
 from tqdm import tqdm
 
 from earwitness import SAMPLE_RATE, __version__
-from earwitness.detectors.classifier import names_head_path
 from earwitness.detectors.cnn import FRAME_HOP_S, EarNet, n_params
 from earwitness.detectors.frontend import HOP_LENGTH, N_MELS, WIN_LENGTH
 from earwitness.training import calibrate as C
@@ -91,14 +90,6 @@ def export_onnx(model: EarNet, path: Path, n_frames: int = 97) -> None:
         dynamic_shapes=({0: batch, 1: frames},), dynamo=True, optimize=True, external_data=False,
         verbose=False,
     )
-
-
-def export_names_head(model: EarNet, path: Path) -> None:
-    """The distilled AudioSet head as numpy (`ClassifierDetector` names what it hears with it)."""
-    head = model.aux_head
-    assert head is not None and head.bias is not None
-    np.savez(path, weight=head.weight.detach().numpy()[:, :, 0].astype(np.float32),
-             bias=head.bias.detach().numpy().astype(np.float32))
 
 
 def validation_scores(detector, frontend, items: list[Item], cache: AudioCache, progress: bool = True
@@ -248,7 +239,6 @@ def train(
     pt_path, onnx_path, meta_path = out / f"{name}.pt", out / f"{name}.onnx", out / f"{name}.json"
     torch.save(model.state_dict(), pt_path)
     export_onnx(model, onnx_path)
-    export_names_head(model, names_head_path(meta_path))
     meta: dict[str, Any] = {
         "name": name,
         "version": "2.0.0",
