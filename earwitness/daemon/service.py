@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -20,6 +19,7 @@ from earwitness.core.events import EventChange, SensorState, SourceInfo
 from earwitness.core.health import Health
 from earwitness.core.observers import DaemonObserver
 from earwitness.core.supervision import supervise_task
+from earwitness.daemon.commands import Command, Reload, RunnerEnded, SetSensor, Stop
 from earwitness.daemon.dispatch import Dispatcher
 from earwitness.daemon.guard import Guard
 from earwitness.daemon.parts import Parts
@@ -35,30 +35,6 @@ CONFIG_POLL_S = 0.4
 PIPELINE_KEYS = ("device_id", "windows", "gate", "detectors", "events", "clips")
 """Config sections that every pipeline is built from; a change rebuilds them all."""
 SOURCE_KEYS = ("sources", "sensors_enabled", "log_level")
-
-
-@dataclass(frozen=True)
-class Reload:
-    reason: str
-
-
-@dataclass(frozen=True)
-class SetSensor:
-    source: str
-    enabled: bool
-
-
-@dataclass(frozen=True)
-class RunnerEnded:
-    """A source's runner has finished: the daemon may be done."""
-
-
-@dataclass(frozen=True)
-class Stop:
-    """SIGTERM/SIGINT: it also sets the daemon's flag at once, so nothing queued before it is applied."""
-
-
-Command = Reload | SetSensor | RunnerEnded | Stop | VehicleMessage | VehicleLink | GuardCommand
 
 
 class Daemon:

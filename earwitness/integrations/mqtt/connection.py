@@ -10,7 +10,7 @@ import contextlib
 import os
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -21,6 +21,15 @@ MAX_INFLIGHT = 20
 CONNECT_TIMEOUT_S = 5.0
 CREDENTIAL_REASONS = {134, 135}
 """MQTT 5 `Bad user name or password` and `Not authorized` (paho maps 3.1.1's 4 and 5 to them)."""
+
+
+class Callbacks(NamedTuple):
+    """paho's callbacks, run in its network thread."""
+
+    on_connect: Callable[..., Any]
+    on_disconnect: Callable[..., Any]
+    on_publish: Callable[..., Any]
+    on_message: Callable[..., Any]
 
 
 class PasswordUnavailable(Exception):
@@ -35,18 +44,10 @@ class ConnectFailed(Exception):
         self.what, self.detail = what, detail
 
 
-def open_client(
-    hub: HubConfig,
-    client_id: str,
-    will_topic: str,
-    on_connect: Callable[..., Any],
-    on_disconnect: Callable[..., Any],
-    on_publish: Callable[..., Any],
-    on_message: Callable[..., Any],
-) -> paho.Client:
+def open_client(hub: HubConfig, client_id: str, will_topic: str, callbacks: Callbacks) -> paho.Client:
     """A client connected to the hub (its network loop not yet started); raises ConnectFailed."""
     try:
-        client = new_client(hub, client_id, will_topic, on_connect, on_disconnect, on_publish, on_message)
+        client = new_client(hub, client_id, will_topic, callbacks)
     except PasswordUnavailable as error:
         raise ConnectFailed("mqtt password unavailable", str(error)) from None
     except (OSError, ssl.SSLError, ValueError) as error:
@@ -60,15 +61,7 @@ def open_client(
     return client
 
 
-def new_client(
-    hub: HubConfig,
-    client_id: str,
-    will_topic: str,
-    on_connect: Callable[..., Any],
-    on_disconnect: Callable[..., Any],
-    on_publish: Callable[..., Any],
-    on_message: Callable[..., Any],
-) -> paho.Client:
+def new_client(hub: HubConfig, client_id: str, will_topic: str, callbacks: Callbacks) -> paho.Client:
     """A client ready to connect (the password is read now); raises PasswordUnavailable, or OSError,
     ssl.SSLError or ValueError for TLS files that cannot be used."""
     v5 = hub.protocol == "5"
@@ -94,10 +87,10 @@ def new_client(
             cert_reqs=ssl.CERT_REQUIRED,
         )
         client.tls_insecure_set(not tls.check_hostname)
-    client.on_connect = on_connect
-    client.on_disconnect = on_disconnect
-    client.on_publish = on_publish
-    client.on_message = on_message
+    client.on_connect = callbacks.on_connect
+    client.on_disconnect = callbacks.on_disconnect
+    client.on_publish = callbacks.on_publish
+    client.on_message = callbacks.on_message
     return client
 
 

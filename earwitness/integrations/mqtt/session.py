@@ -32,6 +32,7 @@ from earwitness.integrations.mqtt.commands import sensor_command, take_once
 from earwitness.integrations.mqtt.connection import (
     CREDENTIAL_REASONS,
     MAX_INFLIGHT,
+    Callbacks,
     ConnectFailed,
     close_socket,
     open_client,
@@ -156,8 +157,8 @@ class HubSession:
                        protocol=hub.protocol, client_id=self._client_id)
         self._connack, self._lost = None, False
         try:
-            client = open_client(hub, self._client_id, self._topics.status,
-                                 self._on_connect, self._on_disconnect, self._on_publish, self._on_message)
+            callbacks = Callbacks(self._on_connect, self._on_disconnect, self._on_publish, self._on_message)
+            client = open_client(hub, self._client_id, self._topics.status, callbacks)
         except ConnectFailed as failure:
             self._fail(failure.what, failure.detail)
             return False
