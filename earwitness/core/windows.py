@@ -87,6 +87,9 @@ class Detection:
     """The classifier's embedding of the window, which the anomaly detector reuses (no second network)."""
     label_scores: Mapping[str, float] | None = None
     """The classifier's probability of every label of its model, scored or not."""
+    tail_embedding: np.ndarray | None = None
+    """The classifier's embedding of the frames that made the score (the window's newest hop), which
+    false-alarm feedback matches."""
 
     def merged(self, later: Detection) -> Detection:
         """This finding with a later detector's added (the later one wins where both say something)."""
@@ -95,4 +98,5 @@ class Detection:
             {**self.details, **later.details},
             later.embedding if later.embedding is not None else self.embedding,
             later.label_scores if later.label_scores is not None else self.label_scores,
+            later.tail_embedding if later.tail_embedding is not None else self.tail_embedding,
         )

@@ -5,8 +5,9 @@ file and shared by every source. Features come from the numpy log-mel frontend: 
 Each window is scored by the max over the model's output frames in the window's newest
 `score_span_s` seconds (set it to the windower's hop), so consecutive windows score
 disjoint stretches of time: events are located to within a hop and do not merge.
-Its `Detection` also carries the window's penultimate embedding (mean over frames, float32) and
-the probabilities of all the model's labels, which the anomaly detector reads.
+Its `Detection` also carries the window's penultimate embedding (mean over frames, float32), the mean
+over the frames that were scored (`tail_embedding`: what made the score, which false-alarm feedback
+matches) and the probabilities of all the model's labels, which the anomaly detector reads.
 """
 
 from __future__ import annotations
@@ -168,7 +169,9 @@ class ClassifierDetector:
                     self.score_span_s = spacing
         logmel = np.stack([window.features.logmel for window in windows])
         outputs = self._run.with_teacher_classes(logmel)
-        probs, emb = self._probabilities(outputs[0], outputs[1], len(windows[0].audio) / 16000.0)
+        window_s = len(windows[0].audio) / 16000.0
+        probs, emb = self._probabilities(outputs[0], outputs[1], window_s)
+        tail_emb = outputs[1][:, self._tail_frames(outputs[1].shape[1], window_s), :].mean(axis=1).astype(np.float32)
         teacher = outputs[2] if self.top_label_names and len(outputs) > 2 else None
         out = []
         for k, (window_probs, window_emb) in enumerate(zip(probs, emb)):
@@ -180,6 +183,7 @@ class ClassifierDetector:
                 scores={lb: float(window_probs[i]) for lb, i in zip(self.labels, self._idx)},
                 details=details,
                 embedding=window_emb,
+                tail_embedding=tail_emb[k],
                 label_scores=dict(zip(self._all_labels, window_probs.tolist())),
             ))
         return out
