@@ -20,6 +20,7 @@ from earwitness.detectors.frontend import Windower
 from earwitness.detectors.gate import EnergyGate, level_dbfs
 from earwitness.detectors.tracker import EventTracker
 from earwitness.integrations.clips import ClipRecorder
+from earwitness.logs import debug_enabled
 
 log = structlog.get_logger(__name__)
 
@@ -148,8 +149,8 @@ class Pipeline:
             # frames after a sound begins, and on the labelled recording the centre matches onsets best.
             at_s = window.start_s + window.duration_s / 2
             scores = {**silent, **detection.scores}
-            # Arguments only: below debug level the call is a no-op, and nothing is built on this hot path.
-            log.debug("window", source=self.source.name, start_s=window.start_s, scores=scores)
+            if debug_enabled():  # a call on the module's logger costs a bound logger even when it logs nothing
+                log.debug("window", source=self.source.name, start_s=window.start_s, scores=scores)
             self.observed_until_s = window.end_s
             self._tracker.observe(scores, at_s, window.end_s, detection.details)
 

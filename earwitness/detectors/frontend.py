@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from earwitness.core.audio import SAMPLE_RATE
 from earwitness.core.windows import Frontend, Window, WindowFeatures
@@ -109,11 +109,20 @@ class LogMel:
         audio = np.asarray(audio, dtype=np.float32)
         if audio.shape[-1] < N_FFT:
             return np.zeros((*audio.shape[:-1], 0, N_MELS), np.float32)
-        frames = sliding_window_view(audio, N_FFT, axis=-1)[..., ::HOP_LENGTH, :]
+        frames = _frames(audio)
         spectrum = np.fft.rfft(frames * self._window, axis=-1)
         power = np.square(spectrum.real) + np.square(spectrum.imag)
         mel = power.astype(np.float32) @ self._mel
         return np.log(mel + np.float32(LOG_FLOOR))
+
+
+def _frames(audio: np.ndarray) -> np.ndarray:
+    """A view of the frames [..., n_frames(samples), N_FFT]: for one contiguous stretch of audio (every hop
+    of a stream) built directly, as sliding_window_view's Python costs a fifth of a hop's frontend."""
+    if audio.ndim == 1 and audio.flags.c_contiguous:
+        step = audio.strides[0]
+        return as_strided(audio, (n_frames(len(audio)), N_FFT), (HOP_LENGTH * step, step), writeable=False)
+    return sliding_window_view(audio, N_FFT, axis=-1)[..., ::HOP_LENGTH, :]
 
 
 class _StreamBuffer:

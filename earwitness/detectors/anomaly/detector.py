@@ -29,6 +29,7 @@ from earwitness.config.detectors import AnomalyDetectorConfig
 from earwitness.core.files import write_atomically
 from earwitness.core.windows import Detection, Window
 from earwitness.detectors.anomaly.features import (
+    clipped_level,
     feature_vector,
     label_features,
     logmel_shape,
@@ -151,7 +152,7 @@ class AnomalyDetector:
         dt = window.start_s - self._last_start_s if self._last_start_s is not None else 0.0
         self._last_start_s = window.start_s
         score, details = self.step(self.vector(window, found), dt, found.scores, found.label_scores,
-                                   float(np.clip(window.features.rms_dbfs, -90.0, 0.0)))
+                                   clipped_level(window.features.rms_dbfs))
         return Detection({self.label: score}, {self.label: details})
 
     def step(self, x: np.ndarray, dt: float, scores: Mapping[str, float],

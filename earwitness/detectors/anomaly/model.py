@@ -37,6 +37,7 @@ import numpy as np
 from earwitness.detectors.anomaly.threshold import budget_threshold
 
 MIN_RING = 50
+_ZERO = np.float32(0.0)
 CANDIDATES = 16
 """Bank entries, beyond k, whose exact distance is taken after the fast (norm-expanded) pre-selection."""
 
@@ -145,9 +146,9 @@ class NormalModel:
         candidates = candidates[np.isfinite(rank[candidates])]
         if len(candidates) == 0:
             return math.inf
-        d2 = np.sum(np.square(bank[candidates] - x[None, :]), axis=1)
-        nearest = np.partition(d2, min(k, len(d2)) - 1)[:k]
-        return float(np.mean(np.sqrt(np.maximum(nearest, 0.0))))
+        d2 = np.add.reduce(np.square(bank[candidates] - x[None, :]), axis=1)
+        nearest = np.sqrt(np.maximum(np.partition(d2, min(k, len(d2)) - 1)[:k], _ZERO))
+        return float(np.add.reduce(nearest) / len(nearest))  # np.mean's value, without its wrapper (once a window)
 
     def to_score(self, d: float) -> float:
         if not math.isfinite(self.threshold) or self.threshold <= 0:
