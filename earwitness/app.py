@@ -14,6 +14,7 @@ from earwitness.config import Config, SourceConfig
 from earwitness.core.events import EventChange, SourceInfo
 from earwitness.core.health import SourceStats
 from earwitness.core.observers import DaemonObserver
+from earwitness.daemon.feedback import Feedback
 from earwitness.daemon.guard import Guard
 from earwitness.daemon.pipeline import Pipeline
 from earwitness.daemon.service import Daemon
@@ -36,9 +37,10 @@ class App:
         return open_source(source, realtime, block_s)
 
     def pipeline(
-        self, config: Config, source: SourceConfig, emit: Callable[[EventChange], None], stats: SourceStats | None
+        self, config: Config, source: SourceConfig, emit: Callable[[EventChange], None], stats: SourceStats | None,
+        feedback: Feedback | None = None,
     ) -> Pipeline:
-        return build_pipeline(config, source, emit, stats, self.clip_writer)
+        return build_pipeline(config, source, emit, stats, self.clip_writer, feedback)
 
     def sinks(self, context: SinkContext) -> list[Sink]:
         config = context.config
@@ -83,13 +85,18 @@ def build_pipeline(
     emit: Callable[[EventChange], None],
     stats: SourceStats | None = None,
     clip_writer: ClipWriter | None = None,
+    feedback: Feedback | None = None,
 ) -> Pipeline:
-    """A fresh pipeline (detectors with their own state, a clip recorder) for one source."""
+    """A fresh pipeline (detectors with their own state, a clip recorder, feedback's gate and label switches)
+    for one source."""
     info = SourceInfo(source.name, source.location)
     context = DetectorContext(source=source.name, state_dir=config.resolved_state_dir())
     detectors = build_detectors(config.detectors, context)
     clips = ClipRecorder.for_config(config, info, clip_writer or ClipWriter())
-    return Pipeline(info, config, detectors, emit, stats, clips)
+    if feedback is None:
+        return Pipeline(info, config, detectors, emit, stats, clips)
+    return Pipeline(info, config, detectors, emit, stats, clips, feedback.gate(source.name), feedback.suppressed,
+                    lambda: feedback.labels_off(source.name))
 
 
 def build_daemon(

@@ -72,6 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     status.set_defaults(handler=_status)
 
+    from earwitness.feedback_cli import add_parser as add_feedback_parser
+
+    add_feedback_parser(commands, _add_config_argument)
+    commands.choices["feedback"].set_defaults(handler=_feedback)
+
+    listen = commands.add_parser(
+        "listen", help="live view for an installer: level, what the model hears, scores against thresholds, events",
+        description="Attach to the running daemon (through its status socket) and show what a source hears, a few "
+                    "times a second; or, with --input, run the pipeline here on a microphone, a file or stdin. "
+                    "Ctrl-C to stop.")
+    _add_config_argument(listen)
+    listen.add_argument("--source", metavar="NAME", help="the daemon's source to follow (default: its first)")
+    listen.add_argument("--input", metavar="SPEC", help="no daemon: listen to SPEC here: 'mic', 'mic:DEVICE', "
+                        "'file:PATH' (paced in real time) or '-' (raw s16le 16 kHz mono on stdin)")
+    listen.add_argument("--socket", type=Path, metavar="PATH", help="the daemon's status socket (as for `status`)")
+    listen.add_argument("--once", action="store_true", help="attached: show one frame and exit")
+    listen.set_defaults(handler=_listen)
+
     install = commands.add_parser("install-service", help="install the systemd service and the default config",
                                   description="Install earwitness.service (running this installation's earwitness) and "
                                               "/etc/earwitness/config.yaml from the example if it is absent (an existing "
@@ -221,6 +239,40 @@ def _status(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(snapshot, indent=2) if args.json else format_status(snapshot, path))
     return exit_code(snapshot)
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    from earwitness import feedback_cli
+    from earwitness.daemon.status import client_socket_paths
+
+    config = None
+    if args.config or default_config_path():
+        loaded = _load(args)
+        if loaded is None:
+            return 2
+        config = loaded[0]
+    configured = args.socket or (config.health.socket if config is not None else None)
+    return feedback_cli.run(args, config, client_socket_paths(configured))
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from earwitness import listen
+
+    loaded = _load(args)
+    if loaded is None:
+        return 2
+    config = loaded[0]
+    if args.input:
+        try:
+            source = parse_source_spec(args.input, 1, 1)
+        except ValueError as error:
+            print(f"earwitness: {error}", file=sys.stderr)
+            return 2
+        configure_logging("warning")
+        return listen.standalone(config, source)
+    from earwitness.daemon.status import client_socket_paths
+
+    return listen.attach(client_socket_paths(args.socket or config.health.socket), args.source, args.once)
 
 
 def _install_service(args: argparse.Namespace) -> int:

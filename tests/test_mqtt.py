@@ -289,6 +289,8 @@ def test_discovery_and_remote_control(tmp_path: Path, cleanup: list) -> None:
     base = f"homeassistant/{{}}/{DEVICE}/{{}}/config"
     topics = {base.format("event", "kitchen_events"), base.format("binary_sensor", "kitchen_loud"),
               base.format("binary_sensor", "kitchen_glass_break"), base.format("switch", "kitchen_sensor")}
+    topics |= {base.format(kind, f"kitchen_{label}_{name}") for label in ("loud", "glass_break")
+               for kind, name in (("button", "not"), ("switch", "switch"))}  # feedback: "Not <label>", label on/off
     # Once the broker has passed every config on, a new subscriber gets them from the retained store.
     wait_until(lambda: topics | {f"earwitness/{DEVICE}/kitchen/sensor"} <= {m.topic for m in watch.matching(lambda m: True)},
                what="discovery published")
@@ -301,7 +303,7 @@ def test_discovery_and_remote_control(tmp_path: Path, cleanup: list) -> None:
     ids = [c["unique_id"] for c in configs.values()]
     assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[a-zA-Z0-9_-]+", i) for i in ids)
     for topic, entity in configs.items():
-        if "/switch/" in topic:  # the switch stays available to turn a source that ended back on
+        if "/switch/" in topic or "/button/" in topic:  # switches and buttons act also on a source that ended
             assert entity["availability_topic"] == f"earwitness/{DEVICE}/status"
         else:
             assert entity["availability"] == [{"topic": f"earwitness/{DEVICE}/status"},

@@ -72,6 +72,9 @@ class HubConfig(StrictModel):
     route: HubRouteConfig = HubRouteConfig()
     discovery: HubDiscoveryConfig = HubDiscoveryConfig()
     allow_remote_control: bool = False
+    hearing: bool = False
+    """Publish what each routed source hears, at most once a second, to `<prefix>/<device>/<source>/hearing`:
+    the level in dBFS and the top AudioSet labels (figures only, never audio)."""
     outbox: HubOutboxConfig = HubOutboxConfig()
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)

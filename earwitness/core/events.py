@@ -49,6 +49,7 @@ class Event:
         With clip files on (`clips.enabled`), it also carries `clip`: the FLAC path, null until written.
         Where the detector names what else it hears (the classifier's AudioSet classes, the anomaly's
         nearest known labels), it carries `top_labels`: [{"name", "score"}], best first.
+        Where false-alarm feedback was weighed for it, it carries `feedback`: {"suppressed", "reason", "similarity"}.
         """
         message = {
             "id": self.id,
@@ -71,6 +72,8 @@ class Event:
         if top:
             pairs = top.items() if isinstance(top, dict) else top
             message["top_labels"] = [{"name": str(name), "score": score} for name, score in pairs]
+        if "feedback" in self.details:
+            message["feedback"] = self.details["feedback"]
         return message
 
 

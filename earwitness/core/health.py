@@ -22,6 +22,8 @@ class SourceStats:
     windows: int = 0
     dropped_frames: int = 0
     inference_ms: float = 0.0
+    hearing: dict[str, Any] | None = None
+    """What the newest window heard (see daemon/hearing.py)."""
     _recent: deque = field(default_factory=deque, repr=False)
 
     def record_window(self, inference_s: float) -> None:
@@ -47,6 +49,7 @@ class SourceStats:
             "windows_per_second": round(self.windows_per_second(), 2),
             "dropped_frames": self.dropped_frames,
             "inference_ms": round(self.inference_ms, 3),
+            "hearing": self.hearing,
         }
 
 
@@ -59,6 +62,8 @@ class Health:
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Supervised tasks and threads: state (running, restarting, failed, stopped), restarts, last error."""
     last_event: dict[str, Any] | None = None
+    feedback: dict[str, Any] = field(default_factory=dict)
+    """Feedback examples kept, and events kept quiet by them per source and label."""
 
     def source(self, name: str, location: str) -> SourceStats:
         stats = self.sources.get(name)
@@ -72,4 +77,5 @@ class Health:
             "sinks": dict(self.sinks),
             "tasks": {name: dict(figures) for name, figures in list(self.tasks.items())},
             "last_event": self.last_event,
+            "feedback": dict(self.feedback),
         }

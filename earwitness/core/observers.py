@@ -8,8 +8,9 @@ never stops the daemon.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from earwitness.core.health import Health
 
@@ -28,6 +29,10 @@ class RunningDaemon(Protocol):
 
     def live_runners(self) -> int:
         """Source runner tasks alive (there must never be more than one per enabled source)."""
+        ...
+
+    async def feedback_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """A `feedback` request of the status socket, run on the daemon's control path (FeedbackError for a bad one)."""
         ...
 
 

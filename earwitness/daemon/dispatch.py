@@ -73,6 +73,14 @@ class Dispatcher:
         for sink in self.sinks:
             self._call(sink, "guard", sink.handle_guard, state, alarm)
 
+    def label_switch(self, source: str, label: str, on: bool) -> None:
+        """A label was switched at a source: sinks that show switches (the MQTT hubs) are told."""
+        log.info("label switch", source=source, label=label, on=on)
+        for sink in self.sinks:
+            handler = getattr(sink, "handle_label_switch", None)
+            if handler is not None:
+                self._call(sink, "label switch", handler, source, label, on)
+
     def close(self) -> None:
         for sink in self.sinks:
             self._call(sink, "close", sink.close)

@@ -13,6 +13,7 @@ from typing import Protocol
 from earwitness.config import Config, SourceConfig
 from earwitness.core.events import EventChange
 from earwitness.core.health import SourceStats
+from earwitness.daemon.feedback import Feedback
 from earwitness.daemon.guard import Guard
 from earwitness.daemon.pipeline import Pipeline
 from earwitness.daemon.sources import AudioSource
@@ -26,9 +27,11 @@ class Parts(Protocol):
         ...
 
     def pipeline(
-        self, config: Config, source: SourceConfig, emit: Callable[[EventChange], None], stats: SourceStats
+        self, config: Config, source: SourceConfig, emit: Callable[[EventChange], None], stats: SourceStats,
+        feedback: Feedback | None = None,
     ) -> Pipeline:
-        """A fresh pipeline for one source: its detectors (with their own state) and its clip recorder."""
+        """A fresh pipeline for one source: its detectors (with their own state), its clip recorder, and
+        feedback's gate and label switches."""
         ...
 
     def sinks(self, context: SinkContext) -> list[Sink]:

@@ -12,13 +12,15 @@ import structlog
 from earwitness import SAMPLE_RATE
 from earwitness.config import Config
 from earwitness.core.clocks import StreamClock
-from earwitness.core.events import EventChange, SourceInfo
+from earwitness.core.events import Event, EventChange, SourceInfo
 from earwitness.core.health import SourceStats
 from earwitness.core.windows import Detection, Window
+from earwitness.daemon.hearing import hearing_of
 from earwitness.detectors.base import Detector
 from earwitness.detectors.frontend import Windower
 from earwitness.detectors.gate import EnergyGate, level_dbfs
-from earwitness.detectors.tracker import EventTracker
+from earwitness.detectors.suppression import Decision
+from earwitness.detectors.tracker import EventTracker, Gate
 from earwitness.integrations.clips import ClipRecorder
 from earwitness.logs import debug_enabled
 
@@ -36,8 +38,16 @@ class Pipeline:
         emit: Callable[[EventChange], None],
         stats: SourceStats | None = None,
         clips: ClipRecorder | None = None,
+        feedback_gate: Gate | None = None,
+        on_suppressed: Callable[[Event, Decision], None] | None = None,
+        labels_off: Callable[[], frozenset[str]] | None = None,
     ) -> None:
         self.source = source
+        self._feedback_gate = feedback_gate
+        """Feedback: whether an event that would start is kept quiet (see detectors/suppression.py)."""
+        self._on_suppressed = on_suppressed
+        self._labels_off = labels_off
+        """The labels switched off at this source: they score 0 (an open event of one ends)."""
         self._config = config
         self._detectors = list(detectors)
         self._emit = emit
@@ -91,7 +101,7 @@ class Pipeline:
         emit = self._emit if self._clips is None else self._emit_with_clip
         return EventTracker(
             self.source, self._config.device_id, self._config.events, defaults, self.models(), recommended,
-            started_at, emit, self._clock.at,
+            started_at, emit, self._clock.at, self._feedback_gate, self._on_suppressed,
         )
 
     def _emit_with_clip(self, change: EventChange) -> None:
@@ -139,20 +149,32 @@ class Pipeline:
             detections = detector.detect([windows[i] for i in picked], [found[i] for i in picked])
             for i, new in zip(picked, detections):
                 found[i] = found[i].merged(new)
+        off = self._labels_off() if self._labels_off is not None else frozenset()
+        silent = {label: 0.0 for d in self._detectors for label in d.labels}
         if self._stats is not None:
             per_window_s = (time.perf_counter() - began) / len(decided)
             for _ in decided:
                 self._stats.record_window(per_window_s)
-        silent = {label: 0.0 for d in self._detectors for label in d.labels}
+            newest = found[-1]
+            self._stats.hearing = hearing_of(windows[-1], newest, self._scores(silent, newest, off),
+                                             self._tracker.thresholds, off)
         for window, detection in zip(windows, found):
             # An event starting with this window is placed at its centre: the classifier fires a few
             # frames after a sound begins, and on the labelled recording the centre matches onsets best.
             at_s = window.start_s + window.duration_s / 2
-            scores = {**silent, **detection.scores}
+            scores = self._scores(silent, detection, off)
             if debug_enabled():  # a call on the module's logger costs a bound logger even when it logs nothing
                 log.debug("window", source=self.source.name, start_s=window.start_s, scores=scores)
             self.observed_until_s = window.end_s
-            self._tracker.observe(scores, at_s, window.end_s, detection.details)
+            self._tracker.observe(scores, at_s, window.end_s, detection.details, detection.tail_embedding)
+
+    @staticmethod
+    def _scores(silent: dict[str, float], detection: Detection, off: frozenset[str]) -> dict[str, float]:
+        """Every label's score for the tracker: 0 for one not scored and for one switched off at this source."""
+        scores = {**silent, **detection.scores}
+        for label in off & scores.keys():
+            scores[label] = 0.0
+        return scores
 
 
 def _copy(window: Window) -> Window:

@@ -18,6 +18,7 @@ from earwitness.config import Config, SourceConfig
 from earwitness.core.events import EventChange
 from earwitness.core.health import Health
 from earwitness.core.supervision import Backoff, TaskRecord
+from earwitness.daemon.feedback import Feedback
 from earwitness.daemon.parts import Parts
 from earwitness.daemon.pipeline import Pipeline
 from earwitness.daemon.sources import AudioSource, SourceUnavailable
@@ -33,8 +34,10 @@ class SourceRunner:
     """Runs one source's pipeline until the source ends or is stopped; retries live sources that fail."""
 
     def __init__(self, parts: Parts, config: Config, source: SourceConfig, emit: Callable[[EventChange], None],
-                 health: Health, realtime: bool, on_window: Callable[[str], None] | None = None) -> None:
+                 health: Health, realtime: bool, on_window: Callable[[str], None] | None = None,
+                 feedback: Feedback | None = None) -> None:
         self._parts = parts
+        self._feedback = feedback
         self.config = config
         self._health = health
         self.source = source
@@ -71,7 +74,7 @@ class SourceRunner:
             pipeline, unexpected = None, None
             try:
                 audio = self._parts.audio(self.source, self._realtime, self.config.windows.hop_s)
-                pipeline = self._parts.pipeline(self.config, self.source, self._emit, self.stats)
+                pipeline = self._parts.pipeline(self.config, self.source, self._emit, self.stats, self._feedback)
                 async with contextlib.aclosing(audio.chunks()) as chunks:
                     await self._process(chunks, audio, pipeline)
                 self.stats.state, self.stats.error = "ended", None

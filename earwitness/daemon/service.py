@@ -7,10 +7,10 @@ its buffered audio dropped. The config is reloaded on SIGHUP and when the file c
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -19,8 +19,10 @@ from earwitness.core.events import EventChange, SensorState, SourceInfo
 from earwitness.core.health import Health
 from earwitness.core.observers import DaemonObserver
 from earwitness.core.supervision import supervise_task
-from earwitness.daemon.commands import Command, Reload, RunnerEnded, SetSensor, Stop
+from earwitness.daemon.commands import Call, Command, Reload, RunnerEnded, SetSensor, Stop, run_call
+from earwitness.daemon.config_watch import ConfigWatcher
 from earwitness.daemon.dispatch import Dispatcher
+from earwitness.daemon.feedback import Feedback
 from earwitness.daemon.guard import Guard
 from earwitness.daemon.parts import Parts
 from earwitness.daemon.resources import check_files, check_resources, load_detectors
@@ -31,7 +33,6 @@ from earwitness.logs import configure_logging
 
 log = structlog.get_logger(__name__)
 
-CONFIG_POLL_S = 0.4
 PIPELINE_KEYS = ("device_id", "windows", "gate", "detectors", "events", "clips")
 """Config sections that every pipeline is built from; a change rebuilds them all."""
 SOURCE_KEYS = ("sources", "sensors_enabled", "log_level")
@@ -58,6 +59,7 @@ class Daemon:
         self._config = self._with_override(config)
         self._labels = check_resources(self._config, str(config_path or "<config>"), build=False)
         """The labels the detectors report; ConfigError if a model, TLS or password file is missing."""
+        self.feedback = Feedback(self._config, self.health)
         self._runners: dict[str, SourceRunner] = {}
         self._remote_sensor: dict[str, bool] = {}
         self._sensor_states: dict[str, bool] = {}
@@ -69,7 +71,7 @@ class Daemon:
         """The one ordered control path: file edits, SIGHUP, remote sensor and guard commands, vehicle state,
         runner ends and stops."""
         self._stopping = False
-        self._config_stamp = self._stat_config()
+        self._config_watch = ConfigWatcher(config_path, self.request_reload)
 
     @property
     def config(self) -> Config:
@@ -100,7 +102,7 @@ class Daemon:
         log.info("daemon started", sources=[s.name for s in self._config.sources], config=str(self._config_path))
         for observer in self._observers:
             await self._observe(observer.start, self)
-        watcher = supervise_task(self.health, "config-watch", self._watch_config)
+        watcher = supervise_task(self.health, "config-watch", self._config_watch.run)
         try:
             while not self._stopping and not self._all_finished():
                 await self._apply(await self._next_commands())
@@ -136,6 +138,26 @@ class Daemon:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._control.put_nowait, command)
 
+    async def call(self, action: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+        """Run `action` on the control path, in order with every other command; its result or its exception."""
+        assert self._loop is not None
+        reply: asyncio.Future[Any] = self._loop.create_future()
+        self._control.put_nowait(Call(action, reply))
+        return await asyncio.wait_for(reply, timeout_s)
+
+    def call_threadsafe(self, action: Callable[[], Any]) -> None:
+        """Queue `action` on the control path from any thread (an MQTT hub's); it logs its own outcome."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._control.put_nowait, Call(action))
+
+    async def feedback_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """A status socket `feedback` request, run on the control path (FeedbackError for a bad one)."""
+        return await self.call(lambda: self.feedback.handle(request))
+
+    def _switch_label(self, source: str, label: str, on: bool) -> None:
+        if self.feedback.switch(source, label, on, self._config, self._labels) and self._dispatcher is not None:
+            self._dispatcher.label_switch(source, label, on)  # told even when unchanged: a hub's view is corrected
+
     # --- the control path -----------------------------------------------------------
 
     async def _next_commands(self) -> list[Command]:
@@ -162,6 +184,8 @@ class Daemon:
             elif isinstance(command, (VehicleMessage, VehicleLink, GuardCommand)):
                 if self._guard is not None:
                     self._guard.take(command)
+            elif isinstance(command, Call):
+                run_call(command)
             elif isinstance(command, SetSensor):
                 if command.source not in {s.name for s in self._config.sources}:
                     log.warning("sensor command for an unknown source ignored", source=command.source)
@@ -175,6 +199,7 @@ class Daemon:
             await self._sync_sources(previous=self._config, reason="remote command")
 
     def emit(self, change: EventChange) -> None:
+        self.feedback.record(change)
         if self._guard is not None:
             change = self._guard.event(change)
         if self._dispatcher is not None:
@@ -223,7 +248,7 @@ class Daemon:
             stats = self.health.source(name, source.location)
             if enabled and name not in self._runners:
                 runner = SourceRunner(self._parts, config, source, self.emit, self.health, self._realtime,
-                                      self._window_done)
+                                      self._window_done, self.feedback)
                 self._runners[name] = runner
                 runner.start(lambda: self._control.put_nowait(RunnerEnded()))
             if not enabled:
@@ -263,7 +288,10 @@ class Daemon:
 
     def _build_sinks(self, config: Config, labels: list[str]) -> list[Sink]:
         context = SinkContext(config=config, health=self.health, dispatch=self._emit_threadsafe,
-                              set_sensor=self.set_sensor, labels=labels, guard_input=self.guard_input)
+                              set_sensor=self.set_sensor, labels=labels, guard_input=self.guard_input,
+                              feedback=lambda command: self.call_threadsafe(lambda: self.feedback.remote(command)),
+                              set_label=lambda s, label, on: self.call_threadsafe(lambda: self._switch_label(s, label, on)),
+                              label_on=self.feedback.switches.is_on)
         return self._parts.sinks(context)
 
     def _emit_threadsafe(self, change: EventChange) -> None:
@@ -281,30 +309,6 @@ class Daemon:
         if self._source_override is None:
             return config
         return config.model_copy(update={"sources": self._source_override})
-
-    def _stat_config(self) -> tuple[int, int] | None:
-        if self._config_path is None:
-            return None
-        try:
-            stat = os.stat(self._config_path)
-        except OSError:
-            return None
-        return (stat.st_mtime_ns, stat.st_size)
-
-    async def _watch_config(self) -> None:
-        """Reload once a change to the file has settled: a file caught half-written (an editor's
-        save, a truncating write) would otherwise be read as a different, even valid, config."""
-        changed_to = None
-        while True:
-            await asyncio.sleep(CONFIG_POLL_S)
-            stamp = self._stat_config()
-            if stamp is None or stamp == self._config_stamp:
-                changed_to = None
-            elif stamp != changed_to:
-                changed_to = stamp
-            else:
-                self._config_stamp, changed_to = stamp, None
-                self.request_reload("config file changed")
 
     async def _reload(self, reason: str) -> None:
         for observer in self._observers:
@@ -340,6 +344,7 @@ class Daemon:
             return
         self._config, self._labels = new, labels
         self._forget_overridden_commands(previous, new)
+        self.feedback.reconfigure(new)
         configure_logging(new.log_level)
         if sinks is not None:
             self._stop_guard()

@@ -1,7 +1,11 @@
 """The status socket: the running daemon's figures as JSON, read by `earwitness status`.
 
-The daemon listens on a UNIX stream socket; a client connects and receives one JSON
-document (the health snapshot plus version, pid and uptime), then the connection closes.
+The daemon listens on a UNIX stream socket; a client connects, sends one request line
+(an empty line, or JSON `{"command": "status"}`) and receives one JSON document (the health
+snapshot plus version, pid and uptime), then the connection closes. A client that sends
+nothing gets the snapshot after `REQUEST_WAIT_S`. Other commands (`feedback`, ...) are
+JSON requests that the daemon runs on its ordered control path; their answer is
+`{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
 Its path is `health.socket` from the config, else `status.sock` in $RUNTIME_DIRECTORY
 (systemd's RuntimeDirectory=, /run/earwitness), else in $XDG_RUNTIME_DIR/earwitness,
 else in /tmp/earwitness-<uid>.
@@ -23,12 +27,15 @@ from typing import Any
 import structlog
 
 from earwitness import __version__
+from earwitness.core.feedback import FeedbackError
 from earwitness.core.observers import DaemonObserver, RunningDaemon
 from earwitness.integrations.clips import ClipWriter
 
 log = structlog.get_logger(__name__)
 
 SOCKET_NAME = "status.sock"
+REQUEST_WAIT_S = 1.0
+REQUEST_MAX_BYTES = 65536
 SYSTEM_RUNTIME_DIR = Path("/run/earwitness")
 """Where the systemd service's RuntimeDirectory=earwitness lies."""
 
@@ -69,6 +76,11 @@ class StatusUnavailable(Exception):
 
 def fetch_status(paths: list[Path], timeout_s: float = 3.0) -> tuple[Path, dict[str, Any]]:
     """The snapshot from the first socket that answers."""
+    return ask(paths, {"command": "status"}, timeout_s)
+
+
+def ask(paths: list[Path], request: dict[str, Any], timeout_s: float = 3.0) -> tuple[Path, dict[str, Any]]:
+    """Send `request` to the first socket that answers; its answer."""
     tried = []
     for path in paths:
         if not path.exists():
@@ -78,6 +90,7 @@ def fetch_status(paths: list[Path], timeout_s: float = 3.0) -> tuple[Path, dict[
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
                 client.settimeout(timeout_s)
                 client.connect(str(path))
+                client.sendall(json.dumps(request).encode() + b"\n")
                 data = b""
                 while chunk := client.recv(65536):
                     data += chunk
@@ -138,7 +151,8 @@ class StatusServer(DaemonObserver):
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            writer.write(json.dumps(self.snapshot()).encode() + b"\n")
+            answer = await self._respond(await self._request(reader))
+            writer.write(json.dumps(answer).encode() + b"\n")
             await asyncio.wait_for(writer.drain(), 5.0)
         except (OSError, asyncio.TimeoutError):
             pass
@@ -146,6 +160,37 @@ class StatusServer(DaemonObserver):
             log.exception("status request failed")
         finally:
             writer.close()
+
+    @staticmethod
+    async def _request(reader: asyncio.StreamReader) -> dict[str, Any]:
+        """The client's request; a client that sends nothing (or an empty line) asks for the status."""
+        try:
+            line = await asyncio.wait_for(reader.readline(), REQUEST_WAIT_S)
+        except asyncio.TimeoutError:
+            return {"command": "status"}
+        if not line.strip():
+            return {"command": "status"}
+        if len(line) > REQUEST_MAX_BYTES:
+            return {"command": None, "error": "request too long"}
+        try:
+            request = json.loads(line)
+        except ValueError as error:
+            return {"command": None, "error": f"request is not JSON: {error}"}
+        return request if isinstance(request, dict) else {"command": None, "error": "request must be a JSON object"}
+
+    async def _respond(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("command")
+        if command == "status":
+            return self.snapshot()
+        assert self._daemon is not None
+        if command == "feedback":
+            try:
+                return {"ok": True, **await self._daemon.feedback_request(request)}
+            except FeedbackError as error:
+                return {"ok": False, "error": str(error)}
+            except asyncio.TimeoutError:
+                return {"ok": False, "error": "the daemon did not get to the request in time (stopping?)"}
+        return {"ok": False, "error": request.get("error") or f"unknown command {command!r}"}
 
     def _prepare_directory(self) -> None:
         directory = self.path.parent
@@ -233,6 +278,12 @@ def format_status(snapshot: dict[str, Any], source_path: Path | None = None) -> 
             f"{name} {figures.get('state', '?')}"
             + (f" ({figures['restarts']} restarts, last: {figures.get('last_error')})" if figures.get("restarts") else "")
             for name, figures in tasks.items()))
+    feedback = snapshot.get("feedback") or {}
+    if feedback.get("false_alarms") or feedback.get("confirmed") or feedback.get("suppressed"):
+        quiet = "; ".join(f"{source} {label} {count}" for source, labels in feedback.get("suppressed", {}).items()
+                          for label, count in labels.items())
+        lines.append(f"feedback: {feedback.get('false_alarms', 0)} false alarms, {feedback.get('confirmed', 0)} confirmed"
+                     f"; events kept quiet: {quiet or 'none'}")
     event = snapshot.get("last_event")
     if event:
         when = event.get("ended_at") or event.get("started_at") or "?"

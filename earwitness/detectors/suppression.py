@@ -29,17 +29,13 @@ from typing import Any, Literal
 import numpy as np
 import structlog
 
+from earwitness.core.feedback import FeedbackError, Verdict
+
 log = structlog.get_logger(__name__)
 
-Verdict = Literal["false_alarm", "confirmed"]
-VERDICTS: tuple[str, ...] = ("false_alarm", "confirmed")
 STORE_NAME = "feedback.json"
 MAX_EXAMPLES = 200
 """False alarms and confirmations together; a household rarely gives more than a few dozen."""
-
-
-class FeedbackError(Exception):
-    """Feedback that cannot be applied: the message says why, for the log or the terminal."""
 
 
 @dataclass(frozen=True)

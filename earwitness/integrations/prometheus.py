@@ -65,6 +65,13 @@ def render_metrics(health: Health, device_id: str) -> str:
     ):
         family(name, kind, help_text, ["hub"],
                [([hub], f[key]) for hub, f in hubs.items() if isinstance(f.get(key), (int, float))])
+    feedback = dict(health.feedback)
+    family("earwitness_feedback_suppressed_events_total", "counter",
+           "Events that false-alarm feedback kept quiet (logged, not sent).", ["source", "label"],
+           [([source, label], count) for source, labels in feedback.get("suppressed", {}).items()
+            for label, count in labels.items()])
+    family("earwitness_feedback_examples", "gauge", "Feedback examples kept, by verdict.", ["verdict"],
+           [([verdict], feedback.get(key, 0)) for verdict, key in (("false_alarm", "false_alarms"), ("confirmed", "confirmed"))])
     event = health.last_event
     if event:
         moment = event.get("ended_at") or event.get("started_at")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from earwitness.config import Config
 from earwitness.core.events import EventChange, SensorState
@@ -47,5 +47,11 @@ class SinkContext:
     """The labels the detectors can report (every source has the same detectors)."""
     guard_input: Callable[[GuardInput], None] | None = None
     """Hand vehicle state and ARM/DISARM to the guard (through the daemon's control queue); None: no guard."""
+    feedback: Callable[[dict[str, Any]], None] | None = None
+    """Hand a feedback command (a verdict on an event) to the daemon's control path; it logs the outcome."""
+    set_label: Callable[[str, str, bool], None] | None = None
+    """Switch a label on or off at a source (remote control), through the daemon's control path."""
+    label_on: Callable[[str, str], bool] | None = None
+    """Whether a label is switched on at a source (the hubs publish the switches' states); None: no switches."""
 
 

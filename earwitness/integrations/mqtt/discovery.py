@@ -3,7 +3,9 @@
 Per routed source: an `event` entity fed by the events topic (event types `start`,
 `update`, `end`; the message's other keys become attributes), a `binary_sensor` per
 routed label fed by the (retained) ON/OFF topic, and the sensor (privacy switch) state: a
-`binary_sensor`, or a `switch` when the hub allows remote control. Every config is
+`binary_sensor`, or a `switch` when the hub allows remote control. With remote control, also
+per routed label a `button` "Not <label>" (a false-alarm verdict on that source's most recent
+event of the label) and a `switch` that turns the label on or off there. Every config is
 retained and carries a device block. The switch is available while the daemon is
 (`status`); a source's event and label entities also need the source's own availability
 topic, `offline` once its input has ended or failed for good.
@@ -97,6 +99,24 @@ def discovery_messages(
             **source_available,
         })
         for label in labels:
+            remote = hub.allow_remote_control
+            add("button", f"{source}_{label}_not", None if not remote else {
+                "name": f"{source} not {label.replace('_', ' ')}",
+                "unique_id": f"{base_id}_{safe_id(source)}_{safe_id(label)}_not",
+                "command_topic": topics.feedback,
+                "payload_press": json.dumps({"source": source, "label": label, "verdict": "false_alarm"}),
+                "icon": "mdi:thumb-down-outline",
+            })
+            add("switch", f"{source}_{label}_switch", None if not remote else {
+                "name": f"{source} {label.replace('_', ' ')} detection",
+                "unique_id": f"{base_id}_{safe_id(source)}_{safe_id(label)}_switch",
+                "command_topic": topics.label_switch_set(source, label),
+                "state_topic": topics.label_switch(source, label),
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "entity_category": "config",
+                "icon": "mdi:ear-hearing",
+            })
             add("binary_sensor", f"{source}_{label}", {
                 "name": f"{source} {label.replace('_', ' ')}",
                 "unique_id": f"{base_id}_{safe_id(source)}_{safe_id(label)}",

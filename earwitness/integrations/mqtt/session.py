@@ -28,7 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from earwitness.config import SourceConfig
 from earwitness.config.mqtt import HubConfig
 from earwitness.guard.machine import GuardState
-from earwitness.integrations.mqtt.commands import sensor_command, take_once
+from earwitness.integrations.mqtt.commands import take_once
 from earwitness.integrations.mqtt.connection import (
     CREDENTIAL_REASONS,
     MAX_INFLIGHT,
@@ -40,6 +40,7 @@ from earwitness.integrations.mqtt.connection import (
 from earwitness.integrations.mqtt.discovery import discovery_messages
 from earwitness.integrations.mqtt.guard_link import HubGuard
 from earwitness.integrations.mqtt.outbox import Outbox
+from earwitness.integrations.mqtt.remote import HubRemote
 from earwitness.integrations.mqtt.retained import RetainedTopics
 from earwitness.integrations.mqtt.topics import Topics
 from earwitness.integrations.sinks import SinkContext
@@ -75,6 +76,7 @@ class HubSession:
         """PUBACKs from paho's network thread, for the hub's thread."""
         self.wake = threading.Event()
         """Set when the hub's thread has something to do."""
+        self.remote = HubRemote(hub, topics, context, self._source_names, labels, log, self.wake)
         self.stop = threading.Event()
         self._sensors: dict[str, bool] = {}
         self._available: dict[str, bool] = {s.name: True for s in sources}
@@ -222,8 +224,7 @@ class HubSession:
         client.publish(self._topics.status, "online", qos=1, retain=True)
         if self.hub.discovery.enabled:
             client.subscribe(f"{self.hub.discovery.prefix}/status", qos=1)
-        if self.hub.allow_remote_control:
-            client.subscribe(self._topics.sensor_set_filter, qos=1)
+        self.remote.connected(client)
         if self._guard is not None:
             self._guard.connected(client)
         self._announce = True
@@ -242,6 +243,7 @@ class HubSession:
             self._retain(client, self._topics.availability(source), "online" if available else "offline")
         if self._guard is not None:
             self._guard.send(client)
+        self.remote.send(client, self._retain)
         while not self._live.empty():
             topic, payload = self._live.get_nowait()
             self._retain(client, topic, payload, hub.qos)
@@ -284,6 +286,7 @@ class HubSession:
                 self._retain(client, topic, "ON" if labels_on.get((source.name, label)) else "OFF", hub.qos)
                 published.add(topic)
             published |= {self._topics.sensor(source.name), self._topics.availability(source.name)}
+        published |= self.remote.announce()
         assert self._retained is not None
         if self._guard is not None:  # its state is published (retained) by the guard's side of the hub
             published.add(self._topics.guard)
@@ -352,7 +355,7 @@ class HubSession:
                 self._announce = True
                 self.wake.set()
             return
-        if topic.startswith(f"{self._topics.base}/") and topic.endswith("/set"):
+        if self.remote.is_command(topic) or (topic.startswith(f"{self._topics.base}/") and topic.endswith("/set")):
             self._take_command(client, topic, payload, message.retain)
         elif self._guard is not None:
             self._guard.on_message(topic, payload, message.retain)  # the vehicle's state
@@ -362,10 +365,7 @@ class HubSession:
             return
         if self._guard is not None and self._guard.on_message(topic, payload, retained=False):
             return
-        if self.hub.allow_remote_control:
-            command = sensor_command(self._topics, topic, payload, self._source_names, self._log)
-            if command is not None:
-                self._context.set_sensor(*command)
+        self.remote.take(topic, payload)
 
     def _fail(self, what: str, error: str) -> None:
         self._error = error

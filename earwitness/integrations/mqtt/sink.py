@@ -88,6 +88,9 @@ class MqttHubSink:
     def handle_guard(self, state: GuardState, alarm: bool) -> None:
         self._session.guard(state, alarm)
 
+    def handle_label_switch(self, source: str, label: str, on: bool) -> None:
+        self._session.remote.switched(source, label)
+
     def handle_sensor(self, state: SensorState) -> None:
         if state.source.name in self._source_names:
             available = state.enabled or state.reason not in ENDED_STATES

@@ -47,3 +47,20 @@ class Topics:
     @property
     def guard_set(self) -> str:
         return f"{self.base}/guard/set"
+
+    @property
+    def feedback(self) -> str:
+        return f"{self.base}/feedback"
+
+    def hearing(self, source: str) -> str:
+        return f"{self.base}/{source}/hearing"
+
+    def label_switch(self, source: str, label: str) -> str:
+        return f"{self.base}/{source}/{label}/switch"
+
+    def label_switch_set(self, source: str, label: str) -> str:
+        return f"{self.base}/{source}/{label}/switch/set"
+
+    @property
+    def label_switch_set_filter(self) -> str:
+        return f"{self.base}/+/+/switch/set"
