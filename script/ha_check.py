@@ -423,8 +423,13 @@ class Check:
         return f"{on} on; {events[0]} fired {fired.get('event_type')!r} label {fired.get('label')!r}"
 
     async def ended(self) -> str:
-        switch = [e["entity_id"] for e in self.of("switch", "door")]
-        others = [e["entity_id"] for e in self.of(source="door") if e["component"] != "switch"]
+        # The microphone switch reads off; what follows the source's own availability reads unavailable.
+        # The "Not <label>" buttons and label switches stay usable: they act on the source's settings.
+        switch = [e["entity_id"] for e in self.of("switch", "door") if e["config"]["unique_id"].endswith("_sensor")]
+        others = [e["entity_id"] for e in self.of(source="door")
+                  if any(a.get("topic", "").endswith("/door/availability") for a in e["config"].get("availability", []))]
+        if not switch or not others:
+            raise CheckFailed(f"the ended source announced no microphone switch ({switch}) or no source-bound entity ({others})")
         await until(lambda: all(self.ha.state(s) == "off" for s in switch)
                     and all(self.ha.state(o) == "unavailable" for o in others), 60, f"{switch} off and {others} unavailable")
         return f"{', '.join(switch)} off; {len(others)} unavailable"
