@@ -84,17 +84,16 @@ class HubGuard:
 
     # --- paho's thread ----------------------------------------------------------------------
 
-    def on_message(self, topic: str, payload: str, retained: bool) -> bool:
-        """Take a message meant for the guard; False if it is not."""
+    def on_message(self, topic: str, payload: str) -> bool:
+        """Take a message meant for the guard; False if it is not. A `guard/set` command arrives here
+        only once the hub's command path has taken it once (a retained one is cleared, never passed on)."""
         if topic in self._vehicle_topics:
             self._take(VehicleMessage(topic, payload))
             return True
         if topic != self._topics.guard_set or not self._hub.allow_remote_control:
             return False
         shown = payload[:64]
-        if retained:
-            self._log.warning("mqtt guard command ignored: retained commands are stale", payload=shown)
-        elif payload.upper() not in COMMANDS:
+        if payload.upper() not in COMMANDS:
             self._log.warning("mqtt guard command ignored: payload must be ARM or DISARM", payload=shown)
         else:
             self._log.info("mqtt guard command", command=payload.upper())

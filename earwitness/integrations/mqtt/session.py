@@ -358,12 +358,12 @@ class HubSession:
         if self.remote.is_command(topic) or (topic.startswith(f"{self._topics.base}/") and topic.endswith("/set")):
             self._take_command(client, topic, payload, message.retain)
         elif self._guard is not None:
-            self._guard.on_message(topic, payload, message.retain)  # the vehicle's state
+            self._guard.on_message(topic, payload)  # the vehicle's state
 
     def _take_command(self, client: paho.Client, topic: str, payload: str, retained: bool) -> None:
         if not take_once(client, topic, payload, retained, self._log):
             return
-        if self._guard is not None and self._guard.on_message(topic, payload, retained=False):
+        if self._guard is not None and self._guard.on_message(topic, payload):
             return
         self.remote.take(topic, payload)
 
