@@ -32,6 +32,7 @@ from earwitness.training.data import (
     read_manifest,
     split_by_group,
 )
+from earwitness.training.metrics import roc_auc
 from earwitness.training.pool import Pool, build_pool
 from earwitness.training.scorer import TorchScorer
 from earwitness.training.torch_frontend import LogMelFrontend
@@ -70,14 +71,6 @@ def _limit(items: list[Item], per_class: int | None, seed: int) -> list[Item]:
         keep = rng.permutation(len(group))[:per_class]
         out.extend(group[i] for i in sorted(keep))
     return out
-
-
-def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
-    if y.min() == y.max():
-        return None
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, s))
 
 
 def export_onnx(model: EarNet, path: Path, n_frames: int = 97) -> None:
@@ -330,7 +323,7 @@ def calibrate_and_validate(meta_path: Path, val_items: list[Item], cache: AudioC
         settings[lb] = {**EVENT_SETTINGS, "min_duration_s": round(max(0.0, 0.25 * hops - 0.05), 2), "release_ratio": release}
         calib[lb] = {**cal.__dict__, "confirm_hops": hops}
         y = np.array([1] * len(pos) + [0] * len(neg_clips))
-        auc = _auc(y, s) if len(y) else None
+        auc = roc_auc(y, s)
         clip_recall = float(np.mean(s[: len(pos)] >= cal.threshold)) if pos else None
         recall_ext = float(np.mean(s[: len(pos)] >= cal.threshold_extrapolated)) if pos else None
         metrics[lb] = {"clip_auc": auc, "clip_recall_at_threshold": clip_recall,
