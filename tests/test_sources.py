@@ -118,3 +118,72 @@ def test_stdin_is_handed_out_in_whole_hops_whatever_the_writes(tmp_path: Path) -
     assert [len(block) for block in blocks] == [4000] * 5 + [123]
     expected = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
     assert np.array_equal(np.concatenate(blocks), expected)
+
+
+class _StallingMic:
+    """A microphone that hands out a few hops and then goes silent without closing (a USB mic unplugged
+    mid-stream, a stuck driver); counts how often it is opened and closed."""
+
+    def __init__(self, opened: list[str]) -> None:
+        self._opened = opened
+        self.dropped_frames = 0
+        self.captured_at = 0.0
+
+    async def chunks(self):
+        self._opened.append("open")
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0.01)
+                yield np.zeros(4000, np.float32)
+            await asyncio.Event().wait()  # no more audio, and no end either
+        finally:
+            self._opened.append("closed")
+
+
+class _CountingPipeline:
+    def __init__(self) -> None:
+        self.hops = 0
+
+    def process(self, chunk: np.ndarray, captured_at: float | None = None) -> None:
+        self.hops += 1
+
+    def finish(self) -> None:
+        pass
+
+
+def test_a_stalled_microphone_is_closed_and_reopened_and_stops_cleanly() -> None:
+    from structlog.testing import capture_logs
+
+    from earwitness.config import Config, SourceConfig
+    from earwitness.core.health import Health
+    from earwitness.daemon.runner import SourceRunner
+
+    opened: list[str] = []
+    pipelines: list[_CountingPipeline] = []
+
+    class Parts:
+        def audio(self, source, realtime, block_s):
+            return _StallingMic(opened)
+
+        def pipeline(self, config, source, emit, stats, feedback=None):
+            pipelines.append(_CountingPipeline())
+            return pipelines[-1]
+
+    async def main() -> None:
+        runner = SourceRunner(Parts(), Config(), SourceConfig(name="cabin", input="mic", stall_s=0.3),  # type: ignore[arg-type]
+                              emit=lambda change: None, health=Health(), realtime=True)
+        runner.start(on_done=lambda: None)
+        deadline = asyncio.get_running_loop().time() + 10
+        while opened.count("open") < 2 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await runner.stop()
+        assert runner.task is not None and runner.task.cancelled(), "stop() still ends the runner"
+
+    with capture_logs() as logs:
+        asyncio.run(main())
+    assert opened[:3] == ["open", "closed", "open"], "the stalled device is closed before it is reopened"
+    assert opened[-1] == "closed", "stopping closes the device"
+    assert [p.hops for p in pipelines[:1]] == [3]
+    stalls = [entry for entry in logs if entry["event"] == "source stalled: no audio"]
+    assert stalls and stalls[0]["reopening"] is True and stalls[0]["silent_s"] == 0.3
+    assert any(entry["event"] == "source will retry" for entry in logs)

@@ -7,7 +7,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-CONFIG_POLL_S = 0.4
+CONFIG_POLL_S = 1.0
+"""How often the file is looked at: a reload follows a change within about two polls; each poll wakes the daemon."""
 
 
 class ConfigWatcher:

@@ -104,32 +104,78 @@ class SourceRunner:
         microphone is reopened (raises SourceUnavailable); a pipe is waited for, it cannot be reopened."""
         name = self.source.name
         reopen = self.source.input == "mic"
-        while True:
-            next_chunk = asyncio.ensure_future(anext(chunks))
-            try:
-                done, _ = await asyncio.wait({next_chunk}, timeout=self.source.stall_s)
-                if not done:
-                    self.stats.state, self.stats.error = "stalled", f"no audio for {self.source.stall_s:g} s"
-                    log.warning("source stalled: no audio", source=name, input=self.source.input,
-                                silent_s=self.source.stall_s, reopening=reopen)
-                    if reopen:
-                        raise SourceUnavailable(f"no audio for {self.source.stall_s:g} s: reopening the microphone")
-                chunk = await next_chunk
-            except StopAsyncIteration:
-                return
-            finally:
-                if not next_chunk.done():
-                    next_chunk.cancel()
-                    await asyncio.gather(next_chunk, return_exceptions=True)
-            if self.stats.state != "listening":
-                self.stats.state, self.stats.error = "listening", None
-                log.info("source listening", source=name, input=self.source.input)
-            windows = self.stats.windows
-            pipeline.process(chunk, audio.captured_at)
-            if self._on_window is not None and self.stats.windows != windows:
-                self._on_window(name)
-            self.stats.dropped_frames = audio.dropped_frames
+        watch = _StallWatch(self.source.stall_s, self._stalled if not reopen else self._stalled_reopen)
+        try:
+            async for chunk in chunks:
+                watch.fed()
+                if self.stats.state != "listening":
+                    self.stats.state, self.stats.error = "listening", None
+                    log.info("source listening", source=name, input=self.source.input)
+                windows = self.stats.windows
+                pipeline.process(chunk, audio.captured_at)
+                if self._on_window is not None and self.stats.windows != windows:
+                    self._on_window(name)
+                self.stats.dropped_frames = audio.dropped_frames
+        except asyncio.CancelledError:
+            if not watch.fired or not reopen or not _uncancel():
+                raise
+            raise SourceUnavailable(f"no audio for {self.source.stall_s:g} s: reopening the microphone") from None
+        finally:
+            watch.close()
+
+    def _stalled(self) -> None:
+        self.stats.state, self.stats.error = "stalled", f"no audio for {self.source.stall_s:g} s"
+        log.warning("source stalled: no audio", source=self.source.name, input=self.source.input,
+                    silent_s=self.source.stall_s, reopening=self.source.input == "mic")
+
+    def _stalled_reopen(self) -> None:
+        """A stalled microphone: wake the runner out of its wait for audio, to reopen the device."""
+        self._stalled()
+        if self.task is not None:
+            self.task.cancel()
 
     def _fail(self, message: str) -> None:
         self.stats.state, self.stats.error = "failed", message
         log.error("source unavailable", source=self.source.name, error=message)
+
+
+class _StallWatch:
+    """Calls `on_stall` once no audio has come for `stall_s`, and again after audio has come back.
+
+    A block only stamps the time; the timer wakes once per `stall_s` at most, not once per block (each
+    wake-up of the event loop costs CPU on a small board, four times a second for months)."""
+
+    def __init__(self, stall_s: float, on_stall: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stall_s = stall_s
+        self._on_stall = on_stall
+        self._last = self._loop.time()
+        self.fired = False
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(stall_s, self._check)
+
+    def fed(self) -> None:
+        self._last = self._loop.time()
+        if self.fired:
+            self.fired = False
+            self._timer = self._loop.call_later(self._stall_s, self._check)
+
+    def _check(self) -> None:
+        due = self._last + self._stall_s
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._check)
+            return
+        self._timer, self.fired = None, True
+        self._on_stall()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _uncancel() -> bool:
+    """Take back the cancellation the stall watch asked for; False when someone else also cancelled the task
+    (the daemon stopping it), which must go on."""
+    task = asyncio.current_task()
+    if task is None or not hasattr(task, "uncancel"):  # Python 3.10 counts no cancellations
+        return True
+    return task.uncancel() == 0

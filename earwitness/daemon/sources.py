@@ -31,6 +31,10 @@ log = structlog.get_logger(__name__)
 BLOCK_S = 0.25
 """Audio is handed to the pipeline in blocks of this many seconds unless told otherwise (the default hop)."""
 DROP_LOG_INTERVAL_S = 10.0
+PACED_SLEEP_SHARE = 0.8
+"""Share of a pipe's missing block time its reader sleeps before reading again (the rest absorbs jitter)."""
+ROOM_CHECK_S = 1.0
+"""A pipe's reader waiting for room in the queue checks this often whether the daemon has gone."""
 
 
 class SourceUnavailable(Exception):
@@ -143,11 +147,17 @@ class FileSource:
 
 
 class _ChunkQueue:
-    """A bounded queue filled from a foreign thread; on overflow the oldest chunk is dropped and counted."""
+    """A bounded queue filled from a foreign thread; on overflow the oldest chunk is dropped and counted.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_seconds: float, block_s: float, source: str) -> None:
+    Each chunk costs the event loop one wake-up (`call_soon_threadsafe`), not a task: a pipe's
+    back-pressure waits on a semaphore in the writing thread instead."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_seconds: float, block_s: float, source: str,
+                 back_pressure: bool = False) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[Captured | None] = asyncio.Queue(maxsize=max(2, int(max_seconds / block_s)))
+        size = max(2, int(max_seconds / block_s))
+        self._queue: asyncio.Queue[Captured | None] = asyncio.Queue(maxsize=size)
+        self._room = threading.Semaphore(size) if back_pressure else None
         self._source = source
         self.dropped_frames = 0
         self._last_drop_log = float("-inf")
@@ -158,11 +168,15 @@ class _ChunkQueue:
 
     def put_waiting(self, chunk: Captured | None) -> bool:
         """Queue a chunk, waiting for room (back-pressure on a pipe); False once the loop is gone."""
+        assert self._room is not None, "a queue with back-pressure"
+        while not self._room.acquire(timeout=ROOM_CHECK_S):
+            if self._loop.is_closed():
+                return False
         try:
-            asyncio.run_coroutine_threadsafe(self._queue.put(chunk), self._loop).result()
-            return True
-        except (RuntimeError, asyncio.CancelledError):
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, chunk)
+        except RuntimeError:  # the loop has closed
             return False
+        return True
 
     def _put(self, chunk: Captured | None) -> None:
         if self._queue.full():
@@ -178,7 +192,10 @@ class _ChunkQueue:
             log.warning("audio dropped: the pipeline fell behind", source=self._source, dropped_frames=self.dropped_frames)
 
     async def get(self) -> Captured | None:
-        return await self._queue.get()
+        item = await self._queue.get()
+        if self._room is not None:
+            self._room.release()
+        return item
 
     def clear(self) -> None:
         while not self._queue.empty():
@@ -205,7 +222,8 @@ class StdinSource:
         return self._queue.dropped_frames if self._queue else 0
 
     async def chunks(self) -> AsyncGenerator[np.ndarray, None]:
-        self._queue = _ChunkQueue(asyncio.get_running_loop(), self._queue_s, self._block / SAMPLE_RATE, self._name)
+        self._queue = _ChunkQueue(asyncio.get_running_loop(), self._queue_s, self._block / SAMPLE_RATE, self._name,
+                                  back_pressure=True)
         threading.Thread(target=self._read, args=(self._queue,), name=f"stdin-{self._name}", daemon=True).start()
         while (item := await self._queue.get()) is not None:
             chunk, self.captured_at = item
@@ -222,6 +240,10 @@ class StdinSource:
                 if not queue.put_waiting(_captured(_pcm_to_float(pending), SAMPLE_RATE)):
                     return
                 pending = b""
+            else:
+                # A paced writer (arecord, a sound card) cannot finish the block sooner than the audio it still
+                # owes: sleeping through most of that spares a wake-up for each of its small writes.
+                time.sleep(PACED_SLEEP_SHARE * (block_bytes - len(pending)) / 2 / SAMPLE_RATE)
         if len(pending) >= 2:
             queue.put_waiting(_captured(_pcm_to_float(pending[: len(pending) // 2 * 2]), SAMPLE_RATE))
         queue.put_waiting(None)
