@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,9 +23,15 @@ class SourceStats:
     windows: int = 0
     dropped_frames: int = 0
     inference_ms: float = 0.0
-    hearing: dict[str, Any] | None = None
-    """What the newest window heard (see daemon/hearing.py)."""
+    heard: Callable[[], dict[str, Any]] | None = field(default=None, repr=False)
+    """Works out what the newest window heard (see daemon/hearing.py) when it is asked for: it is read at
+    most once a second, and working it out for every window would cost a tenth of the model's run."""
     _recent: deque = field(default_factory=deque, repr=False)
+
+    @property
+    def hearing(self) -> dict[str, Any] | None:
+        """What the newest window heard, or None before the first."""
+        return self.heard() if self.heard is not None else None
 
     def record_window(self, inference_s: float) -> None:
         now = time.monotonic()

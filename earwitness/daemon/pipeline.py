@@ -156,8 +156,8 @@ class Pipeline:
             for _ in decided:
                 self._stats.record_window(per_window_s)
             newest = found[-1]
-            self._stats.hearing = hearing_of(windows[-1], newest, self._scores(silent, newest, off),
-                                             self._tracker.thresholds, off)
+            self._stats.heard = hearing_of(windows[-1], newest, self._scores(silent, newest, off),
+                                           self._tracker.thresholds, off)
         for window, detection in zip(windows, found):
             # An event starting with this window is placed at its centre: the classifier fires a few
             # frames after a sound begins, and on the labelled recording the centre matches onsets best.

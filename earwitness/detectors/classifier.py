@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,39 @@ def shipped_model_path() -> Path:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+class _TopLabels(Mapping[str, Any]):
+    """An event's `top_labels` detail: the three teacher classes heard best over the window (as YAMNet scores a
+    patch: its mean), worked out on first use. Most windows start no event, and nobody asks."""
+
+    KEY = "top_labels"
+
+    def __init__(self, names: tuple[str, ...], teacher_logits: np.ndarray) -> None:
+        self._names = names
+        self._logits: np.ndarray | None = teacher_logits
+        self._top: list[list] | None = None
+
+    def _value(self) -> list[list]:
+        if self._top is None:
+            assert self._logits is not None
+            mean = self._logits.mean(axis=0)
+            best = np.argpartition(mean, -3)[-3:]
+            best = best[np.argsort(mean[best])[::-1]]
+            self._top = [[self._names[i], round(float(_sigmoid(mean[i])), 3)] for i in best]
+            self._logits = None
+        return self._top
+
+    def __getitem__(self, key: str) -> list[list]:
+        if key != self.KEY:
+            raise KeyError(key)
+        return self._value()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self.KEY,))
+
+    def __len__(self) -> int:
+        return 1
 
 
 class _OnnxRunner:
@@ -150,11 +184,6 @@ class ClassifierDetector:
         probs = _sigmoid(logits[:, tail, :].max(axis=1))
         return probs.astype(np.float32), emb.mean(axis=1).astype(np.float32)
 
-    def _top_labels(self, teacher_logits: np.ndarray) -> list[list]:
-        """The three teacher classes heard best over the window (as YAMNet scores a patch: its mean)."""
-        probs = _sigmoid(teacher_logits.mean(axis=0))
-        best = np.argsort(probs)[::-1][:3]
-        return [[self.top_label_names[i], round(float(probs[i]), 3)] for i in best]
 
     def detect(self, windows: Sequence[Window], found: Sequence[Detection] = ()) -> list[Detection]:
         """Findings in consecutive windows of one stream, in one model run: the scored labels' probabilities,
@@ -175,10 +204,10 @@ class ClassifierDetector:
         teacher = outputs[2] if self.top_label_names and len(outputs) > 2 else None
         out = []
         for k, (window_probs, window_emb) in enumerate(zip(probs, emb)):
-            details = {}
+            details: dict[str, Mapping[str, Any]] = {}
             if teacher is not None:
-                top = self._top_labels(teacher[k])
-                details = {label: {"top_labels": top} for label in self.labels}
+                top = _TopLabels(self.top_label_names, teacher[k])
+                details = dict.fromkeys(self.labels, top)
             out.append(Detection(
                 scores={lb: float(window_probs[i]) for lb, i in zip(self.labels, self._idx)},
                 details=details,
