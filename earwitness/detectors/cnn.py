@@ -21,6 +21,8 @@ from torch import nn
 
 TIME_STRIDE = 4
 FRAME_HOP_S = 0.010 * TIME_STRIDE
+WIDTHS = (24, 32, 48, 64, 96)
+"""Channels of the stem and the blocks; the stem, over 49 x 32 cells, costs most at run time."""
 
 
 class DSBlock(nn.Module):
@@ -41,7 +43,7 @@ class DSBlock(nn.Module):
 
 
 class EarNet(nn.Module):
-    def __init__(self, n_labels: int, widths=(24, 32, 48, 64, 96), emb_dim: int = 96, n_aux: int = 0) -> None:
+    def __init__(self, n_labels: int, widths: tuple[int, ...] = WIDTHS, emb_dim: int = 96, n_aux: int = 0) -> None:
         super().__init__()
         w0, w1, w2, w3, w4 = widths
         self.stem = nn.Sequential(nn.Conv2d(1, w0, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w0), nn.ReLU())

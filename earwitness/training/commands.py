@@ -28,6 +28,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default=".cache", help="decoded-audio cache ('' to disable)")
     p.add_argument("--limit-per-class", type=int, default=None, help="use at most N recordings per class (smoke runs)")
     p.add_argument("--budget-per-24h", type=float, default=1.0, help="false events per 24 h per label (calibration)")
+    p.add_argument("--widths", type=_widths, default=None, metavar="W0,...,W4",
+                   help="channels of the stem and the blocks (default 24,32,48,64,96); the last is also the embedding's")
     p.add_argument("--name", default="earwitness-v2")
     p.set_defaults(handler=_train)
 
@@ -53,13 +55,21 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     e.set_defaults(handler=_eval)
 
 
+def _widths(text: str) -> tuple[int, ...]:
+    widths = tuple(int(w) for w in text.split(","))
+    if len(widths) != 5 or min(widths) < 1:
+        raise argparse.ArgumentTypeError("five positive channel counts, e.g. 16,24,32,48,64")
+    return widths
+
+
 def _train(args: argparse.Namespace) -> int:
     from earwitness.training.train import train
 
     train(args.data, args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
           val_fraction=args.val_fraction, workers=args.workers, cache_dir=args.cache_dir or None,
           limit_per_class=args.limit_per_class, budget_per_24h=args.budget_per_24h, name=args.name,
-          pool_size=args.pool, rounds=args.rounds, teacher_dir=args.teacher, init=args.init)
+          pool_size=args.pool, rounds=args.rounds, teacher_dir=args.teacher, init=args.init,
+          **({"widths": args.widths} if args.widths else {}))
     return 0
 
 

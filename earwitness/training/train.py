@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from earwitness import SAMPLE_RATE, __version__
-from earwitness.detectors.cnn import FRAME_HOP_S, EarNet, n_params
+from earwitness.detectors.cnn import FRAME_HOP_S, WIDTHS, EarNet, n_params
 from earwitness.detectors.frontend import HOP_LENGTH, N_MELS, WIN_LENGTH
 from earwitness.training import calibrate as C
 from earwitness.training.data import (
@@ -175,6 +175,7 @@ def train(
     rounds: int = 2,
     teacher_dir: str | Path | None = None,
     init: str | Path | None = None,
+    widths: tuple[int, ...] = WIDTHS,
 ) -> dict:
     """Train, mine hard negatives and train again (`rounds`), fit the scratch head, export, calibrate."""
     from earwitness.training import scratch_head
@@ -202,7 +203,8 @@ def train(
 
         aux_classes = [r["display_name"] for r in csv.DictReader(fh)]
 
-    model = EarNet(len(labels), n_aux=len(aux_classes))
+    arch = {"n_aux": len(aux_classes), "widths": list(widths), "emb_dim": widths[-1]}
+    model = EarNet(len(labels), **arch)
     frontend = LogMelFrontend()
     mined: list[tuple[Item, int]] = []
     if init:
@@ -240,7 +242,7 @@ def train(
         "labels": list(labels),
         "shipped_labels": list(labels),
         "thresholds": dict.fromkeys(labels, 0.5),
-        "arch": {"n_aux": len(aux_classes)},
+        "arch": arch,
         "aux_classes": aux_classes,
         "frame_hop_s": FRAME_HOP_S,
         "window_s": 1.0,
