@@ -30,6 +30,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--budget-per-24h", type=float, default=1.0, help="false events per 24 h per label (calibration)")
     p.add_argument("--widths", type=_widths, default=None, metavar="W0,...,W4",
                    help="channels of the stem and the blocks (default 24,32,48,64,96); the last is also the embedding's")
+    p.add_argument("--elder", type=Path, default=None, metavar="PT",
+                   help="a trained, larger EarNet's .pt (same split) whose per-frame probabilities the new one learns too")
     p.add_argument("--name", default="earwitness-v2")
     p.set_defaults(handler=_train)
 
@@ -69,7 +71,7 @@ def _train(args: argparse.Namespace) -> int:
           val_fraction=args.val_fraction, workers=args.workers, cache_dir=args.cache_dir or None,
           limit_per_class=args.limit_per_class, budget_per_24h=args.budget_per_24h, name=args.name,
           pool_size=args.pool, rounds=args.rounds, teacher_dir=args.teacher, init=args.init,
-          **({"widths": args.widths} if args.widths else {}))
+          elder=args.elder, **({"widths": args.widths} if args.widths else {}))
     return 0
 
 

@@ -45,6 +45,8 @@ SCRATCH_LOGO_BAR = 0.85
 NEG_WEIGHT_EXTRA = 1.0
 DISTILL_WEIGHT = 1.0
 """Weight of the YAMNet distillation loss beside our own labels' losses."""
+ELDER_WEIGHT = 1.0
+"""Weight of the elder's per-frame probabilities (`--elder`) beside our labels' frame loss."""
 MINE_FLOOR = 0.2
 """A negative window whose score of a shipped label reaches this is a hard negative for the next round."""
 MINE_MAX = 4000
@@ -118,9 +120,23 @@ def mine(model: EarNet, frontend: LogMelFrontend, items: list[Item], cache: Audi
     return [(it, start) for _, it, start in found[:MINE_MAX]]
 
 
+def _elder(pt: Path, labels: tuple[str, ...], train_groups: list[str]) -> EarNet:
+    """A trained EarNet (its .pt beside its .json) whose per-frame probabilities a smaller student learns too.
+    It must have been trained on exactly this split: scoring validation audio it had learned would leak it."""
+    meta = json.loads(pt.with_suffix(".json").read_text())
+    if tuple(meta["labels"]) != labels:
+        raise ValueError(f"{pt}: its labels {meta['labels']} differ from {list(labels)}")
+    if sorted(meta.get("train_groups", [])) != sorted(train_groups):
+        raise ValueError(f"{pt} was trained on other groups than this split's: its figures would leak validation")
+    model = EarNet(len(labels), **meta.get("arch", {}))
+    model.load_state_dict(torch.load(pt, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
 def fit_round(model: EarNet, frontend: LogMelFrontend, pool: Pool, steps: int, batch: int, lr: float, seed: int,
-              desc: str, progress: bool = True) -> None:
-    """Train on batches drawn from the pool: frame and window losses on our labels, and the teacher's scores."""
+              desc: str, progress: bool = True, elder: EarNet | None = None) -> None:
+    """Train on batches drawn from the pool: frame and window losses on our labels, and the teacher's scores;
+    with an `elder` (a trained, larger EarNet), also its per-frame label probabilities."""
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -138,6 +154,10 @@ def fit_round(model: EarNet, frontend: LogMelFrontend, pool: Pool, steps: int, b
         logits, _, aux = model(mel)  # [B, T', L], [B, T', E], [B, T', 521]
         n = min(logits.shape[1], y.shape[1])
         frame_loss = bce(logits[:, :n], y[:, :n])
+        if elder is not None:
+            with torch.no_grad():
+                elder_probs = torch.sigmoid(elder(mel)[0])
+            frame_loss = frame_loss + ELDER_WEIGHT * bce(logits, elder_probs)
         # Window-level loss on the max over frames; negatives weigh double, to push down the
         # tail of negative scores that sets the threshold at a small false-alarm budget.
         clip_y = y.max(dim=1).values
@@ -176,6 +196,7 @@ def train(
     teacher_dir: str | Path | None = None,
     init: str | Path | None = None,
     widths: tuple[int, ...] = WIDTHS,
+    elder: str | Path | None = None,
 ) -> dict:
     """Train, mine hard negatives and train again (`rounds`), fit the scratch head, export, calibrate."""
     from earwitness.training import scratch_head
@@ -206,6 +227,7 @@ def train(
     arch = {"n_aux": len(aux_classes), "widths": list(widths), "emb_dim": widths[-1]}
     model = EarNet(len(labels), **arch)
     frontend = LogMelFrontend()
+    elder_model = _elder(Path(elder), labels, split.train_groups) if elder else None
     mined: list[tuple[Item, int]] = []
     if init:
         # Fine-tune an earlier model: its weights (the teacher head is new), and its hard negatives from the start.
@@ -215,7 +237,7 @@ def train(
         mined = mine(model, frontend, train_items, cache, labels, ("glass_break", "gunshot"), progress)
     pool = build_pool(train_items, data, cache_dir, labels, teacher_dir, pool_size, seed, workers, mined=mined,
                       progress=progress)
-    fit_round(model, frontend, pool, steps, batch, lr, seed, "training (round 1)", progress)
+    fit_round(model, frontend, pool, steps, batch, lr, seed, "training (round 1)", progress, elder_model)
     rounds_log = [{"round": 1, "pool": len(pool), "steps": steps, "init": str(init) if init else None,
                    "mined_windows": len(mined)}]
     for r in range(2, rounds + 1):
@@ -223,7 +245,8 @@ def train(
         extra = build_pool(train_items, data, cache_dir, labels, teacher_dir, pool_size // 3, seed + r, workers,
                            mined=mined, progress=progress)
         pool = pool.concat(extra)
-        fit_round(model, frontend, pool, max(steps // 2, 20), batch, lr / 3, seed + r, f"training (round {r})", progress)
+        fit_round(model, frontend, pool, max(steps // 2, 20), batch, lr / 3, seed + r, f"training (round {r})", progress,
+                  elder_model)
         rounds_log.append({"round": r, "mined_windows": len(mined), "pool": len(pool), "steps": max(steps // 2, 20)})
     del pool
     train_s = time.time() - t0
@@ -250,7 +273,7 @@ def train(
         "sample_rate": SAMPLE_RATE,
         "frontend": {"n_mels": N_MELS, "win_length": WIN_LENGTH, "hop_length": HOP_LENGTH, "log": "ln(mel power + 1e-10)"},
         "n_params": n_params(model),
-        "train": {"seed": seed, "steps": steps, "batch": batch, "lr": lr, "val_fraction": val_fraction,
+        "train": {"seed": seed, "elder": str(elder) if elder else None, "steps": steps, "batch": batch, "lr": lr, "val_fraction": val_fraction,
                   "limit_per_class": limit_per_class, "pool_size": pool_size, "rounds": rounds_log,
                   "teacher": "YAMNet (TFLite), 521 AudioSet classes", "train_seconds": round(train_s, 1)},
         "scratch_head": head.report,
