@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timezone
 
 import numpy as np
+import pytest
 
 from earwitness.core.events import Event, SourceInfo
 from earwitness.core.windows import Detection, Window, WindowFeatures
@@ -49,6 +50,26 @@ def test_train_smoke(shared_data, tmp_path):
                   name="tuned", progress=False, pool_size=48, rounds=1, init=tmp_path / "smoke.pt")
     assert tuned["train"]["rounds"][0]["init"] == str(tmp_path / "smoke.pt")
     assert tuned["train"]["rounds"][0]["mined_windows"] >= 0
+
+    # A narrower network learns the trained one's per-frame probabilities beside its own labels; its
+    # channels are kept in the model's arch, so its .pt loads back and its ONNX matches it.
+    student = train(shared_data, tmp_path / "student", steps=20, batch=8, workers=1, limit_per_class=1, cache_dir=None,
+                    name="student", progress=False, pool_size=48, rounds=1, widths=(8, 8, 12, 12, 16),
+                    elder=tmp_path / "smoke.pt")
+    assert student["arch"]["widths"] == [8, 8, 12, 12, 16] and student["train"]["elder"] == str(tmp_path / "smoke.pt")
+    assert student["n_params"] < meta["n_params"] / 5
+    small = trained_network(tmp_path / "student" / "student.json")
+    for a, b in zip(ClassifierDetector(tmp_path / "student" / "student.json")._run(mel), torch_outputs(small, mel)):
+        assert np.max(np.abs(a - b)) < 1e-4
+    # An elder trained on another split would have learned this split's validation audio: refused.
+    other = json.loads((tmp_path / "smoke.json").read_text())
+    other["train_groups"] = other["train_groups"][1:]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "smoke.json").write_text(json.dumps(other))
+    (tmp_path / "other" / "smoke.pt").write_bytes((tmp_path / "smoke.pt").read_bytes())
+    with pytest.raises(ValueError, match="other groups"):
+        train(shared_data, tmp_path / "refused", steps=2, batch=8, workers=1, limit_per_class=1, cache_dir=None,
+              name="refused", progress=False, pool_size=16, rounds=1, elder=tmp_path / "other" / "smoke.pt")
 
 
 def test_eval_writes_the_metrics_shape(shared_data, tmp_path):
