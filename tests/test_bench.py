@@ -14,7 +14,7 @@ from tests.mqtt_broker import MOSQUITTO
 KEYS = {"model_ms_per_window", "frontend_ms_per_window", "yamnet_ms_per_window", "detect_x_realtime",
         "listen_cpu_percent", "rss_mb", "startup_s", "latency_ms_p50", "latency_ms_p95", "latency_ms_max",
         "start_to_listening_s", "runtime_install_mb", "gate_listen_cpu_percent", "gate_latency_ms_p95",
-        "quiet_listen_cpu_percent", "gate_quiet_listen_cpu_percent"}
+        "quiet_listen_cpu_percent", "gate_quiet_listen_cpu_percent", "latency_from_break_ms_p95"}
 
 
 @pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
