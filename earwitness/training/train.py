@@ -225,7 +225,7 @@ def train(
         aux_classes = [r["display_name"] for r in csv.DictReader(fh)]
 
     arch = {"n_aux": len(aux_classes), "widths": list(widths), "emb_dim": widths[-1]}
-    model = EarNet(len(labels), **arch)
+    model = EarNet(len(labels), widths=tuple(widths), emb_dim=widths[-1], n_aux=len(aux_classes))
     frontend = LogMelFrontend()
     elder_model = _elder(Path(elder), labels, split.train_groups) if elder else None
     mined: list[tuple[Item, int]] = []
