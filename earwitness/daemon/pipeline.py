@@ -155,9 +155,7 @@ class Pipeline:
             per_window_s = (time.perf_counter() - began) / len(decided)
             for _ in decided:
                 self._stats.record_window(per_window_s)
-            newest = found[-1]
-            self._stats.heard = hearing_of(windows[-1], newest, self._scores(silent, newest, off),
-                                           self._tracker.thresholds, off)
+        scores: dict[str, float] = {}
         for window, detection in zip(windows, found):
             # An event starting with this window is placed at its centre: the classifier fires a few
             # frames after a sound begins, and on the labelled recording the centre matches onsets best.
@@ -167,6 +165,8 @@ class Pipeline:
                 log.debug("window", source=self.source.name, start_s=window.start_s, scores=scores)
             self.observed_until_s = window.end_s
             self._tracker.observe(scores, at_s, window.end_s, detection.details, detection.tail_embedding)
+        if self._stats is not None:
+            self._stats.heard = hearing_of(windows[-1], found[-1], scores, self._tracker.thresholds, off)
 
     @staticmethod
     def _scores(silent: dict[str, float], detection: Detection, off: frozenset[str]) -> dict[str, float]:

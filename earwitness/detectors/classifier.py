@@ -184,7 +184,6 @@ class ClassifierDetector:
         probs = _sigmoid(logits[:, tail, :].max(axis=1))
         return probs.astype(np.float32), emb.mean(axis=1).astype(np.float32)
 
-
     def detect(self, windows: Sequence[Window], found: Sequence[Detection] = ()) -> list[Detection]:
         """Findings in consecutive windows of one stream, in one model run: the scored labels' probabilities,
         the embedding and every label's probability (for the anomaly detector), and the top AudioSet labels."""
