@@ -128,9 +128,8 @@ def listen(workdir: Path, scene: Scene, settings: dict[str, Any] | None = None) 
 
     starts = [(at, message) for at, message in received if message.get("type") == "start"]
     arrivals = _arrivals(starts, [played_from + onset for onset in scene.onsets_s])
-    latencies = [(at - played_from - onset) * 1000 for at, onset in zip(arrivals, scene.onsets_s) if at is not None]
-    from_break = [(at - played_from - onset) * 1000
-                  for at, onset in zip(arrivals, scene.break_onsets_s or scene.onsets_s) if at is not None]
+    latencies = _delays_ms(arrivals, [played_from + onset for onset in scene.onsets_s])
+    from_break = _delays_ms(arrivals, [played_from + onset for onset in scene.break_onsets_s or scene.onsets_s])
     start_to_listening_s = round(ready_at[0] - began, 3) if ready_at else None
     return {
         "start_to_listening_s": start_to_listening_s,
@@ -163,6 +162,11 @@ def _arrivals(starts: list[tuple[float, dict]], onsets_at: list[float]) -> list[
     """For each played onset, when the first `start` after it and before the next onset was received (None: never)."""
     return [next((at for at, _ in starts if onset <= at < next_onset), None)
             for onset, next_onset in zip(onsets_at, onsets_at[1:] + [float("inf")])]
+
+
+def _delays_ms(arrivals: list[float | None], since: list[float]) -> list[float]:
+    """Milliseconds from each moment in `since` to its event's arrival, for the events that arrived."""
+    return [(at - start) * 1000 for at, start in zip(arrivals, since) if at is not None]
 
 
 def _percentile(values: list[float], q: float) -> float | None:
