@@ -71,7 +71,7 @@ def _train(args: argparse.Namespace) -> int:
           val_fraction=args.val_fraction, workers=args.workers, cache_dir=args.cache_dir or None,
           limit_per_class=args.limit_per_class, budget_per_24h=args.budget_per_24h, name=args.name,
           pool_size=args.pool, rounds=args.rounds, teacher_dir=args.teacher, init=args.init,
-          elder=args.elder, **({"widths": args.widths} if args.widths else {}))
+          widths=args.widths, elder=args.elder)
     return 0
 
 

@@ -195,7 +195,7 @@ def train(
     rounds: int = 2,
     teacher_dir: str | Path | None = None,
     init: str | Path | None = None,
-    widths: tuple[int, ...] = WIDTHS,
+    widths: tuple[int, ...] | None = None,
     elder: str | Path | None = None,
 ) -> dict:
     """Train, mine hard negatives and train again (`rounds`), fit the scratch head, export, calibrate."""
@@ -224,8 +224,8 @@ def train(
 
         aux_classes = [r["display_name"] for r in csv.DictReader(fh)]
 
-    arch = {"n_aux": len(aux_classes), "widths": list(widths), "emb_dim": widths[-1]}
-    model = EarNet(len(labels), widths=tuple(widths), emb_dim=widths[-1], n_aux=len(aux_classes))
+    widths = tuple(widths or WIDTHS)
+    model = EarNet(len(labels), widths=widths, emb_dim=widths[-1], n_aux=len(aux_classes))
     frontend = LogMelFrontend()
     elder_model = _elder(Path(elder), labels, split.train_groups) if elder else None
     mined: list[tuple[Item, int]] = []
@@ -265,7 +265,7 @@ def train(
         "labels": list(labels),
         "shipped_labels": list(labels),
         "thresholds": dict.fromkeys(labels, 0.5),
-        "arch": arch,
+        "arch": {"n_aux": len(aux_classes), "widths": list(widths), "emb_dim": widths[-1]},
         "aux_classes": aux_classes,
         "frame_hop_s": FRAME_HOP_S,
         "window_s": 1.0,
@@ -273,8 +273,8 @@ def train(
         "sample_rate": SAMPLE_RATE,
         "frontend": {"n_mels": N_MELS, "win_length": WIN_LENGTH, "hop_length": HOP_LENGTH, "log": "ln(mel power + 1e-10)"},
         "n_params": n_params(model),
-        "train": {"seed": seed, "elder": str(elder) if elder else None, "steps": steps, "batch": batch, "lr": lr, "val_fraction": val_fraction,
-                  "limit_per_class": limit_per_class, "pool_size": pool_size, "rounds": rounds_log,
+        "train": {"seed": seed, "elder": str(elder) if elder else None, "steps": steps, "batch": batch, "lr": lr,
+                  "val_fraction": val_fraction, "limit_per_class": limit_per_class, "pool_size": pool_size, "rounds": rounds_log,
                   "teacher": "YAMNet (TFLite), 521 AudioSet classes", "train_seconds": round(train_s, 1)},
         "scratch_head": head.report,
         "train_groups": split.train_groups,
