@@ -23,6 +23,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the validation split (default: --seed); keep it to compare models trained with other seeds")
     p.add_argument("--val-fraction", type=float, default=0.25, help="share of each class's groups kept for validation")
     p.add_argument("--workers", type=int, default=2, help="window-making processes (1: in the main process)")
     p.add_argument("--cache-dir", default=".cache", help="decoded-audio cache ('' to disable)")
@@ -71,7 +73,7 @@ def _train(args: argparse.Namespace) -> int:
           val_fraction=args.val_fraction, workers=args.workers, cache_dir=args.cache_dir or None,
           limit_per_class=args.limit_per_class, budget_per_24h=args.budget_per_24h, name=args.name,
           pool_size=args.pool, rounds=args.rounds, teacher_dir=args.teacher, init=args.init,
-          widths=args.widths, elder=args.elder)
+          widths=args.widths, elder=args.elder, split_seed=args.split_seed)
     return 0
 
 

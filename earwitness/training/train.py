@@ -197,8 +197,11 @@ def train(
     init: str | Path | None = None,
     widths: tuple[int, ...] | None = None,
     elder: str | Path | None = None,
+    split_seed: int | None = None,
 ) -> dict:
-    """Train, mine hard negatives and train again (`rounds`), fit the scratch head, export, calibrate."""
+    """Train, mine hard negatives and train again (`rounds`), fit the scratch head, export, calibrate.
+    `split_seed` (default: `seed`) draws the validation groups, so that models trained with other seeds can be
+    compared, or combined, on the same validation."""
     from earwitness.training import scratch_head
 
     t0 = time.time()
@@ -211,7 +214,8 @@ def train(
 
     items = read_manifest(data)
     holdout = holdout_groups_from_sources(data) | set(DEFAULT_HOLDOUT_GROUPS)
-    split = split_by_group(items, val_fraction, seed, holdout)
+    split_seed = seed if split_seed is None else split_seed
+    split = split_by_group(items, val_fraction, split_seed, holdout)
     train_items = _limit(split.train, limit_per_class, seed)
     val_items = _limit(split.val, limit_per_class, seed + 1)
     cache = AudioCache(data, cache_dir)
@@ -273,7 +277,7 @@ def train(
         "sample_rate": SAMPLE_RATE,
         "frontend": {"n_mels": N_MELS, "win_length": WIN_LENGTH, "hop_length": HOP_LENGTH, "log": "ln(mel power + 1e-10)"},
         "n_params": n_params(model),
-        "train": {"seed": seed, "elder": str(elder) if elder else None, "steps": steps, "batch": batch, "lr": lr,
+        "train": {"seed": seed, "split_seed": split_seed, "elder": str(elder) if elder else None, "steps": steps, "batch": batch, "lr": lr,
                   "val_fraction": val_fraction, "limit_per_class": limit_per_class, "pool_size": pool_size, "rounds": rounds_log,
                   "teacher": "YAMNet (TFLite), 521 AudioSet classes", "train_seconds": round(train_s, 1)},
         "scratch_head": head.report,
