@@ -258,3 +258,15 @@ def test_a_sound_repeated_steadily_stops_alerting_in_the_daemon(tmp_path):
     assert alerted[0] and alerted[1]  # new at first
     assert not any(alerted[3:])  # learnt after three separate episodes
     assert detector.model.n_habituated >= 1
+
+
+def test_the_anomaly_eval_pools_its_insertions_and_keeps_each(shared_data, tmp_path):
+    """`anomaly.auc` pools several insertions of novel clips (one insertion's AUC swings by +-0.03); each
+    insertion is the same whether it runs alone or among others, so the per-seed figures can be compared."""
+    from earwitness.training.anomaly_eval import evaluate_anomaly
+
+    pooled = evaluate_anomaly(shared_data, None, cache_dir=tmp_path, seed=0, seeds=2, progress=False)
+    alone = evaluate_anomaly(shared_data, None, cache_dir=tmp_path, seed=1, seeds=1, progress=False)
+    assert set(pooled["auc_per_seed"]) == {"0", "1"} and pooled["setup"]["seeds"] == 2
+    assert alone["auc_per_seed"] == {"1": pooled["auc_per_seed"]["1"]}
+    assert pooled["inserted_clips"] > alone["inserted_clips"] and pooled["false_alarms"] == alone["false_alarms"]
