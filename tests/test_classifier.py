@@ -111,12 +111,13 @@ def test_detects_real_glass_breaks_of_validation_groups(shared_data, onnx_det):
 
 
 def test_glass_scores_hold_from_quiet_to_loud(shared_data, onnx_det):
-    """The same glass breaks, 30 dB quieter or as loud as they go, are still found."""
+    """The same glass breaks, 30 dB quieter or as loud as they go, are still found (every validation break the
+    model finds as recorded: 57 of 65 at the shipped threshold, of which 56 quiet and 57 loud)."""
     cache = AudioCache(shared_data, None)
     j = onnx_det.labels.index("glass_break")
     thr = onnx_det.thresholds["glass_break"]
     found: dict[float, list[bool]] = {}
-    for it in _val_clips(shared_data, {"glass_break"})[:12]:
+    for it in _val_clips(shared_data, {"glass_break"}):
         x = cache.get(it.path)
         if window_scores(onnx_det, onnx_det.frontend, x)[0][:, j].max() < thr:
             continue

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not inst
 SOURCE = "hall"
 HOP_S = 0.25
 PHASES_S = (0.0, 0.05, 0.1, 0.15, 0.2)
+GAME_FIRES_AT = 0.9883
 """Where each play starts against the hop: the game's glass break fires at each of them without feedback."""
 EVENTS = f"earwitness/{DEVICE}/events"
 FEEDBACK = f"earwitness/{DEVICE}/feedback"
@@ -56,6 +57,9 @@ def config(tmp_path: Path, broker: Broker) -> dict[str, Any]:
         "log_level": "debug",
         "health": {"socket": str(tmp_path / "status.sock")},
         "hubs": [hub("home", broker, allow_remote_control=True)],
+        # The game's sound reaches this threshold (the model's calibrated one) at every phase against the hop;
+        # at the shipped 0.992 it misses one, and these tests are about the verdicts, not the threshold.
+        "events": {"labels": {LABEL: {"threshold": GAME_FIRES_AT}}},
     }
 
 

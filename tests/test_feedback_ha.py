@@ -64,7 +64,8 @@ def test_the_not_button_and_the_label_switch(shared_data: Path, tmp_path: Path, 
     view = subprocess.run(earwitness_command("listen", "--once", "--source", SOURCE, "--config", str(workdir / "config.yaml")),
                           capture_output=True, text=True, timeout=30, check=False)
     assert view.returncode == 0, view.stderr
-    assert "hears:" in view.stdout and "level" in view.stdout and LABEL in view.stdout and "0.9883" in view.stdout
+    in_force = settings["events"]["labels"][LABEL]["threshold"]  # the config's, over the model's
+    assert "hears:" in view.stdout and "level" in view.stdout and LABEL in view.stdout and f"{in_force:.4f}" in view.stdout
     hearing = wait_until(lambda: ha.on(HEARING) if len(ha.on(HEARING)) >= 2 else None, 10, "hearing telemetry")
     assert set(hearing[-1].json()) == {"at", "level_dbfs", "top_labels"}
     assert all(b.at - a.at >= 0.9 for a, b in itertools.pairwise(hearing))
