@@ -112,7 +112,10 @@ class LogMel:
         frames = _frames(audio)
         spectrum = np.fft.rfft(frames * self._window, axis=-1)
         power = np.square(spectrum.real) + np.square(spectrum.imag)
-        mel = power.astype(np.float32) @ self._mel
+        # One vector-matrix product per frame: a frame's bands then do not depend on how many frames are
+        # computed with it (a matrix product's rounding can, with the BLAS kernel), so a stream's frames
+        # computed hop by hop equal those of the whole window, to the bit.
+        mel = (power.astype(np.float32)[..., None, :] @ self._mel)[..., 0, :]
         return np.log(mel + np.float32(LOG_FLOOR))
 
 
