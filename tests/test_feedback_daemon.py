@@ -58,7 +58,7 @@ def config(tmp_path: Path, broker: Broker) -> dict[str, Any]:
         "health": {"socket": str(tmp_path / "status.sock")},
         "hubs": [hub("home", broker, allow_remote_control=True)],
         # The game's sound reaches this threshold (the model's calibrated one) at every phase against the hop;
-        # at the shipped 0.992 it misses one, and these tests are about the verdicts, not the threshold.
+        # at the shipped one it misses some, and these tests are about the verdicts, not the threshold.
         "events": {"labels": {LABEL: {"threshold": GAME_FIRES_AT}}},
     }
 

@@ -1,4 +1,4 @@
-"""The event tracker: hysteresis, minimum duration, merge gap, cooldown and updates."""
+"""The event tracker: hysteresis, two windows in a row, minimum duration, merge gap, cooldown and updates."""
 
 from __future__ import annotations
 
@@ -39,6 +39,16 @@ def test_start_and_end_with_hysteresis() -> None:
 
 def test_below_start_threshold_never_starts() -> None:
     assert track([0.4, 0.45, 0.49, 0.3]) == []
+
+
+def test_two_windows_in_a_row_at_the_sustain_level_start_an_event_one_does_not() -> None:
+    # threshold 0.5, sustain_ratio 0.8: 0.4 twice in a row starts an event at the first of the two.
+    assert track([0.1, 0.45, 0.1, 0.45, 0.1], sustain_ratio=0.8) == []
+    changes = track([0.1, 0.45, 0.42, 0.1, 0.1, 0.1], sustain_ratio=0.8, merge_gap_s=0.0)
+    assert kinds(changes) == ["start", "end"]
+    assert changes[0].event.start_s == 1 * HOP
+    assert track([0.1, 0.45, 0.42, 0.1], sustain_ratio=0.95) == []  # 0.475 is not reached
+    assert track([0.1, 0.45, 0.42, 0.1]) == []  # off unless set
 
 
 def test_min_duration_suppresses_short_blips() -> None:

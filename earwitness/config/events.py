@@ -14,6 +14,7 @@ class LabelEventConfig(StrictModel):
 
     threshold: float | None = Field(None, ge=0, le=1)
     release_ratio: float | None = Field(None, gt=0, le=1)
+    sustain_ratio: float | None = Field(None, gt=0, le=1)
     min_duration_s: float | None = Field(None, ge=0)
     merge_gap_s: float | None = Field(None, ge=0)
     cooldown_s: float | None = Field(None, ge=0)
@@ -23,6 +24,9 @@ class LabelEventConfig(StrictModel):
 class EventDefaults(StrictModel):
     threshold: float | None = Field(None, ge=0, le=1)
     release_ratio: float = Field(0.7, gt=0, le=1)
+    sustain_ratio: float | None = Field(None, gt=0, le=1)
+    """Two windows in a row at or above `threshold * sustain_ratio` also start an event (None: only
+    `threshold` does). A break's shatter and falling pieces hold a high score over two hops; a clink, one."""
     min_duration_s: float = Field(0.0, ge=0)
     merge_gap_s: float = Field(0.5, ge=0)
     cooldown_s: float = Field(2.0, ge=0)

@@ -1,8 +1,9 @@
 """Turn each label's stream of window scores into events: start, update, end.
 
 Per label: a start threshold with hysteresis (the event holds while the score stays
-above `threshold * release_ratio`), a minimum duration before an event starts, a merge
-gap that bridges short dips, and a cooldown after an event ends.
+above `threshold * release_ratio`), optionally a lower threshold that two windows in a row
+must reach (`sustain_ratio`), a minimum duration before an event starts, a merge gap that
+bridges short dips, and a cooldown after an event ends.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ UPDATE_MIN_RISE = 0.05
 @dataclass
 class _LabelState:
     candidate_since: float | None = None
+    previous: tuple[float, float, np.ndarray | None] = (0.0, 0.0, None)
+    """The last window's (score, `at_s`, embedding): with this one, two in a row for `sustain_ratio`."""
+    lead: tuple[float, np.ndarray | None] | None = None
+    """(score, embedding) of the first of two windows that began the candidate: feedback judges both."""
     event: Event | None = None
     last_active_s: float = 0.0
     reported_score: float = 0.0
@@ -98,6 +103,8 @@ class EventTracker:
         settings = self._settings[label]
         threshold = self._thresholds[label]
         holding = score >= threshold * settings.release_ratio
+        previous_score, previous_at_s, previous_embedding = state.previous
+        state.previous = (score, at_s, embedding)
 
         if state.event is not None:
             if holding:
@@ -129,12 +136,15 @@ class EventTracker:
         if state.candidate_since is None:
             if score >= threshold:
                 state.candidate_since = at_s
+            elif settings.sustain_ratio is not None and min(score, previous_score) >= threshold * settings.sustain_ratio:
+                state.candidate_since = previous_at_s
+                state.lead = (previous_score, previous_embedding)
         elif not holding:
-            state.candidate_since = None
+            state.candidate_since, state.lead = None, None
         if state.candidate_since is not None and at_s - state.candidate_since >= settings.min_duration_s:
-            start_s = state.candidate_since
-            state.candidate_since = None
-            decision = self._gate(label, score, embedding) if self._gate is not None else None
+            start_s, lead = state.candidate_since, state.lead
+            state.candidate_since, state.lead = None, None
+            decision = self._decide(label, [*([lead] if lead is not None else []), (score, embedding)])
             state.event = Event(
                 label=label,
                 source=self._source,
@@ -146,10 +156,19 @@ class EventTracker:
                 details=dict(details) if decision is None else {**details, "feedback": decision.feedback()},
             )
             state.last_active_s = end_s
+            if lead is not None:
+                self._keep_embedding(state, lead[1])
             self._keep_embedding(state, embedding)
             state.suppressed = decision if decision is not None and decision.suppressed_by is not None else None
             if state.suppressed is None:
                 self._report(state, "start", at_s)
+
+    def _decide(self, label: str, windows: list[tuple[float, np.ndarray | None]]) -> Decision | None:
+        """Feedback's decision on the window(s) that start an event: quiet when any is like a false alarm."""
+        if self._gate is None:
+            return None
+        decisions = [self._gate(label, score, embedding) for score, embedding in windows]
+        return next((d for d in decisions if d is not None and d.suppressed_by is not None), decisions[-1])
 
     @staticmethod
     def _keep_embedding(state: _LabelState, embedding: np.ndarray | None) -> None:
