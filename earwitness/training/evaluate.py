@@ -244,14 +244,16 @@ def evaluate(data: str | Path, model: str | Path | None = None, out: str | Path 
             negs = [r for r in yres if _is_negative(r.item, lb)]
             hours = sum(r.duration_s for r in negs) / 3600
             ythr[lb] = calibrate([r.scores[lb] for r in negs], hours, meta.get("calibration", {}).get("budget_per_24h", 1.0)).threshold
-        yevents = {r.item.path: replay_events(config, r, ythr, det.event_settings) for r in yres}
+        # Its thresholds are calibrated for one window's score: no second, sustained path (ours is tuned to our model).
+        ysettings = {lb: {k: v for k, v in st.items() if k != "sustain_ratio"} for lb, st in det.event_settings.items()}
+        yevents = {r.item.path: replay_events(config, r, ythr, ysettings) for r in yres}
         base = metrics(yres, det.labels, ythr, yevents, data)
         by_who["yamnet"] = yres
         thr_who["yamnet"] = ythr
     for lb in det.labels:
         ev = config.events.for_label(lb, det.event_settings.get(lb))
-        print(f"events {lb}: threshold {thresholds[lb]:.3f}, release_ratio {ev.release_ratio}, min_duration_s "
-              f"{ev.min_duration_s}, merge_gap_s {ev.merge_gap_s}, cooldown_s {ev.cooldown_s}")
+        print(f"events {lb}: threshold {thresholds[lb]:.3f}, release_ratio {ev.release_ratio}, sustain_ratio "
+              f"{ev.sustain_ratio}, min_duration_s {ev.min_duration_s}, merge_gap_s {ev.merge_gap_s}, cooldown_s {ev.cooldown_s}")
     print_table(ours, base, det.model_name)
     if "scratch" in det.labels:
         print_scratch(results, thresholds["scratch"], "ours")
