@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -32,6 +33,15 @@ def test_example_config_passes_check() -> None:
 
 def test_example_config_documents_the_defaults() -> None:
     assert load_config(REPO / "config" / "earwitness.yaml") == Config()
+
+
+def test_example_config_leaves_each_label_the_models_event_settings() -> None:
+    """What `earwitness eval` measures (no config: the model's settings) is what the example config runs."""
+    meta = json.loads((REPO / "earwitness" / "models" / "earwitness-v2.json").read_text())
+    example = load_config(REPO / "config" / "earwitness.yaml").events
+    for label, recommended in meta["event_settings"].items():
+        assert example.for_label(label, recommended) == Config().events.for_label(label, recommended)
+        assert example.for_label(label, recommended).model_dump(include=set(recommended)) == recommended
 
 
 def test_unknown_key_names_its_path(tmp_path: Path) -> None:
