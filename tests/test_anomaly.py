@@ -17,7 +17,7 @@ from earwitness.app import build_pipeline
 from earwitness.config import Config, ConfigError, parse_config
 from earwitness.core.events import EventChange
 from earwitness.detectors.anomaly import AnomalyDetector
-from earwitness.detectors.anomaly.model import NormalModel, NormalModelParams
+from earwitness.detectors.anomaly.model import TYPICAL_SCORE, NormalModel, NormalModelParams
 from earwitness.detectors.anomaly.persistence import load_model, save_model
 from earwitness.detectors.anomaly.threshold import budget_threshold
 from earwitness.detectors.classifier import ClassifierDetector
@@ -207,6 +207,27 @@ def test_threshold_meets_budget_on_normal_sound():
     model = _learnt(params, rng)
     flagged = sum(model.step(x, 0.25)[1] >= 0.5 for x in _normal(rng, 8000))
     assert flagged <= 2  # budget: ~4 windows per 2 events per 345600 windows
+
+
+def test_a_typical_window_scores_alike_in_every_place_and_the_threshold_half():
+    """Places differ in how spread their normal sound is; the score is measured from both ends of each."""
+    rng = np.random.default_rng(5)
+    places = {  # a steady hum of many small changes, a few large ones, and heavy-tailed clatter
+        "steady": lambda n: _normal(rng, n),
+        "few changes": lambda n: np.pad(_normal(rng, n, dim=2), ((0, 0), (0, 6))),
+        "clatter": lambda n: (0.05 * rng.standard_t(2, (n, 8))).astype(np.float32),
+    }
+    typical_scores = []
+    for sound in places.values():
+        model = NormalModel(PARAMS)
+        for x in sound(int(PARAMS.learn_s / 0.25) + 1):
+            model.step(x, 0.25)
+        scores = [model.step(x, 0.25)[1] for x in sound(400)]
+        typical_scores.append(float(np.median(scores)))
+        assert model.to_score(model.threshold) == pytest.approx(0.5)
+        assert model.to_score(model.typical) == pytest.approx(TYPICAL_SCORE)
+    assert max(typical_scores) - min(typical_scores) < 0.05
+    assert all(abs(t - TYPICAL_SCORE) < 0.05 for t in typical_scores)
 
 
 def test_budget_threshold_extrapolates_the_tail():

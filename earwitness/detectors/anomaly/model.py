@@ -20,7 +20,10 @@ Design (see README, "Anomaly detector"):
   (peaks over threshold) and extrapolated to the exceedance rate that gives `max_per_day`
   events per day. At the end of the learning period the ring is seeded with the bank's
   leave-one-out distances, so alerting starts with a calibrated threshold.
-- **Score.** `1 - 0.5 ** (d / threshold)`: 0.5 at the threshold, in [0, 1).
+- **Score.** A log-logistic in `d`, `1 / (1 + (threshold / d) ** p)`: 0.5 at the threshold, and `p` set so
+  that this place's typical window (the median of the recent normal scores) scores `TYPICAL_SCORE`. The
+  score then means the same everywhere (how far past its own normal a window is, measured from both ends),
+  so one score ranks windows across places: what fires is `d >= threshold` either way.
 
 A clock of audio seconds is kept in the state, so times stay consistent across restarts. Saving and
 loading the state is `persistence`; fitting the threshold to the budget is `threshold`.
@@ -39,6 +42,8 @@ from earwitness.detectors.anomaly.threshold import budget_threshold
 MIN_RING = 50
 _ZERO = np.float32(0.0)
 CANDIDATES = 16
+TYPICAL_SCORE = 0.1
+"""The score of a window at the median of recent normal distances (the threshold's is 0.5)."""
 """Bank entries, beyond k, whose exact distance is taken after the fast (norm-expanded) pre-selection."""
 
 
@@ -84,6 +89,8 @@ class NormalModel:
         self.clock_s = 0.0  # audio seconds seen (continues across restarts)
         self.learned_s = 0.0  # audio seconds of learning done
         self.threshold = math.inf
+        self.typical = math.nan
+        """Median of the recent normal distances (the ring), taken at each refit."""
         self.ring = np.zeros(0, np.float32)
         self.ring_pos = 0
         self.last_refit_s = -math.inf
@@ -155,7 +162,11 @@ class NormalModel:
             return 0.0
         if not math.isfinite(d):
             return 1.0
-        return float(1.0 - 0.5 ** (d / self.threshold))
+        if d <= 0:
+            return 0.0
+        spread = math.log(self.threshold / self.typical) if 0 < self.typical < self.threshold else 0.0
+        power = math.log((1 - TYPICAL_SCORE) / TYPICAL_SCORE) / spread if spread > 0 else 1.0
+        return float(1.0 / (1.0 + math.exp(min(power * math.log(self.threshold / d), 700.0))))
 
     def step(self, x: np.ndarray, dt_s: float, claimed: bool = False,
              level_dbfs: float | None = None) -> tuple[float, float]:
@@ -253,6 +264,8 @@ class NormalModel:
     def refit(self) -> None:
         """Threshold from recent scores, extrapolated to the false-event budget."""
         self.last_refit_s = self.clock_s
+        if len(self.ring):
+            self.typical = float(np.median(self.ring))
         if len(self.ring) < MIN_RING:
             return
         self.threshold = max(budget_threshold(self.ring, self.target_exceedance()), self.p.min_threshold)
