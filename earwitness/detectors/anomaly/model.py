@@ -21,7 +21,7 @@ Design (see README, "Anomaly detector"):
   events per day. At the end of the learning period the ring is seeded with the bank's
   leave-one-out distances, so alerting starts with a calibrated threshold.
 - **Score.** A log-logistic in `d`, `1 / (1 + (threshold / d) ** p)`: 0.5 at the threshold, and `p` set so
-  that this place's typical window (the median of the recent normal scores) scores `TYPICAL_SCORE`. The
+  that this place's typical window (the median of the recent normal distances) scores `TYPICAL_SCORE`. The
   score then means the same everywhere (how far past its own normal a window is, measured from both ends),
   so one score ranks windows across places: what fires is `d >= threshold` either way.
 
@@ -42,9 +42,9 @@ from earwitness.detectors.anomaly.threshold import budget_threshold
 MIN_RING = 50
 _ZERO = np.float32(0.0)
 CANDIDATES = 16
+"""Bank entries, beyond k, whose exact distance is taken after the fast (norm-expanded) pre-selection."""
 TYPICAL_SCORE = 0.1
 """The score of a window at the median of recent normal distances (the threshold's is 0.5)."""
-"""Bank entries, beyond k, whose exact distance is taken after the fast (norm-expanded) pre-selection."""
 
 
 @dataclass(frozen=True)
