@@ -51,6 +51,17 @@ def test_two_windows_in_a_row_at_the_sustain_level_start_an_event_one_does_not()
     assert track([0.1, 0.45, 0.42, 0.1]) == []  # off unless set
 
 
+def test_two_windows_in_a_row_count_only_out_of_the_cooldown() -> None:
+    # The event of window 0 ends at window 1; its cooldown covers window 9, not window 10.
+    def pair_at(first: int) -> list[float]:
+        return [0.9, 0.0] + [0.0] * (first - 2) + [0.45, 0.45] + [0.0] * 4
+
+    assert kinds(track(pair_at(9), merge_gap_s=0.0, cooldown_s=2.0, sustain_ratio=0.8)) == ["start", "end"]
+    changes = track(pair_at(10), merge_gap_s=0.0, cooldown_s=2.0, sustain_ratio=0.8)
+    assert kinds(changes) == ["start", "end", "start", "end"]
+    assert changes[2].event.start_s == 10 * HOP
+
+
 def test_min_duration_suppresses_short_blips() -> None:
     assert track([0.1, 0.9, 0.1, 0.1], min_duration_s=0.5) == []
     changes = track([0.1, 0.9, 0.9, 0.9, 0.1], min_duration_s=0.5)

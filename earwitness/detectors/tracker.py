@@ -136,7 +136,8 @@ class EventTracker:
         if state.candidate_since is None:
             if score >= threshold:
                 state.candidate_since = at_s
-            elif settings.sustain_ratio is not None and min(score, previous_score) >= threshold * settings.sustain_ratio:
+            elif (settings.sustain_ratio is not None and previous_at_s >= state.cooldown_until_s
+                  and min(score, previous_score) >= threshold * settings.sustain_ratio):
                 state.candidate_since = previous_at_s
                 state.lead = (previous_score, previous_embedding)
         elif not holding:
