@@ -7,9 +7,11 @@ the same at any level above the noise floor; training adds +-30 dB gain on top.
 A strided stem and depthwise-separable blocks reduce time by 4 (40 ms per output frame)
 and frequency to 2 bands; a temporal convolution gives each output frame context.
 Outputs: per-frame logits [B, T', labels] and per-frame embeddings [B, T', emb]; with
-`n_aux` > 0 also per-frame logits of the teacher's classes [B, T', n_aux] (AudioSet, distilled
-from YAMNet: the mean over a window's frames predicts YAMNet's score for that window), which
-makes the embedding know a book, a plate or a typewriter, and names what an event sounds like.
+`n_aux` > 0 also the window's logits of the teacher's classes [B, n_aux] (AudioSet, distilled
+from YAMNet, which scores a whole window), which makes the embedding know a book, a plate or a
+typewriter, and names what an event sounds like. That head reads the window's mean embedding: being
+linear, it gives the mean of per-frame logits at one frame's cost (it would otherwise be the
+costliest layer at run time, for a detail only an event reads).
 The detector scores a window by the max over the frames of its newest part (the hop), so
 events are located to within a hop and close events are not merged.
 """
@@ -71,7 +73,7 @@ class EarNet(nn.Module):
         logits = self.head(self.dropout(emb))  # [B, L, T']
         if self.aux_head is None:
             return logits.transpose(1, 2), emb.transpose(1, 2)
-        return logits.transpose(1, 2), emb.transpose(1, 2), self.aux_head(emb).transpose(1, 2)
+        return logits.transpose(1, 2), emb.transpose(1, 2), self.aux_head(emb.mean(dim=2, keepdim=True)).squeeze(2)
 
 
 def n_params(model: nn.Module) -> int:

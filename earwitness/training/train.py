@@ -80,8 +80,9 @@ def export_onnx(model: EarNet, path: Path, n_frames: int = 97) -> None:
     x = torch.randn(1, n_frames, N_MELS)
     batch = torch.export.Dim("batch", max=65536)
     frames = torch.export.Dim("frames", min=16, max=100000)
+    outputs = ["frame_logits", "embedding"] + (["window_teacher_logits"] if model.aux_head is not None else [])
     torch.onnx.export(
-        model, (x,), str(path), input_names=["logmel"], output_names=["frame_logits", "embedding"],
+        model, (x,), str(path), input_names=["logmel"], output_names=outputs,
         dynamic_shapes=({0: batch, 1: frames},), dynamo=True, optimize=True, external_data=False,
         verbose=False,
     )
@@ -151,7 +152,7 @@ def fit_round(model: EarNet, frontend: LogMelFrontend, pool: Pool, steps: int, b
         teacher = torch.from_numpy(pool.teacher[idx].astype(np.float32))
         with torch.no_grad():
             mel = frontend(x)
-        logits, _, aux = model(mel)  # [B, T', L], [B, T', E], [B, T', 521]
+        logits, _, aux = model(mel)  # [B, T', L], [B, T', E], [B, 521]
         n = min(logits.shape[1], y.shape[1])
         frame_loss = bce(logits[:, :n], y[:, :n])
         if elder is not None:
@@ -163,7 +164,7 @@ def fit_round(model: EarNet, frontend: LogMelFrontend, pool: Pool, steps: int, b
         clip_y = y.max(dim=1).values
         clip_loss = torch.nn.functional.binary_cross_entropy_with_logits(
             logits.max(dim=1).values, clip_y, weight=1.0 + NEG_WEIGHT_EXTRA * (1.0 - clip_y))
-        distill = bce(aux.mean(dim=1), teacher)
+        distill = bce(aux, teacher)
         loss = frame_loss + clip_loss + DISTILL_WEIGHT * distill
         opt.zero_grad(set_to_none=True)
         loss.backward()
