@@ -10,7 +10,7 @@ Outputs: per-frame logits [B, T', labels] and per-frame embeddings [B, T', emb];
 `n_aux` > 0 also the window's logits of the teacher's classes [B, n_aux] (AudioSet, distilled
 from YAMNet, which scores a whole window), which makes the embedding know a book, a plate or a
 typewriter, and names what an event sounds like. That head reads the window's mean embedding: being
-linear, it gives the mean of per-frame logits at one frame's cost (it would otherwise be the
+linear, it gives the mean of per-frame logits at one frame's cost (per frame it was the second
 costliest layer at run time, for a detail only an event reads).
 The detector scores a window by the max over the frames of its newest part (the hop), so
 events are located to within a hop and close events are not merged.
