@@ -42,6 +42,11 @@ def _frame_mean(per_frame: np.ndarray) -> np.ndarray:
     return per_frame.sum(axis=1) / per_frame.shape[1]
 
 
+def _window_scores(logits: np.ndarray, emb: np.ndarray, tail: slice) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities [B, labels] (the max over the frames in `tail`) and embeddings [B, emb] of a batch of windows."""
+    return _sigmoid(logits[:, tail].max(axis=1)), _frame_mean(emb)
+
+
 class _TopLabels(Mapping[str, Any]):
     """An event's `top_labels` detail: the three teacher classes heard best over the window (the model scores
     them for the whole window, as YAMNet does), worked out on first use. Most windows start no event, and
@@ -185,7 +190,7 @@ class ClassifierDetector:
     def score_logmel_batch(self, logmel: np.ndarray, window_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities [B, all labels] and embeddings [B, emb] of a batch of windows' log-mels."""
         logits, emb = self._run(logmel)
-        return _sigmoid(logits[:, self._tail_frames(logits.shape[1], window_s)].max(axis=1)), _frame_mean(emb)
+        return _window_scores(logits, emb, self._tail_frames(logits.shape[1], window_s))
 
     def detect(self, windows: Sequence[Window], found: Sequence[Detection] = ()) -> list[Detection]:
         """Findings in consecutive windows of one stream, in one model run: the scored labels' probabilities,
@@ -203,8 +208,8 @@ class ClassifierDetector:
             [window.features.logmel for window in windows])
         logits, emb, *teacher = self._run.with_teacher_classes(logmel)
         tail = self._tail_frames(logits.shape[1], len(windows[0].audio) / 16000.0)
-        probs = _sigmoid(logits[:, tail].max(axis=1))
-        window_emb, tail_emb = _frame_mean(emb), _frame_mean(emb[:, tail])
+        probs, window_emb = _window_scores(logits, emb, tail)
+        tail_emb = _frame_mean(emb[:, tail])
         out = []
         for k, window_probs in enumerate(probs.tolist()):
             details: dict[str, Mapping[str, Any]] = {}
