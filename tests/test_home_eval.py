@@ -120,6 +120,10 @@ def test_long_day_finds_an_inserted_glass_break_soon_after_it_begins(tiny_corpus
     tta = figures["time_to_alarm_ms"]
     assert 0 <= tta["p50"] <= tta["p95"] <= 1000, tta
     assert figures["time_to_alarm_parts_ms"]["emitted"]["p95"] <= tta["p95"]
+    late = figures["late_incidents"]  # named by file: every alarm over 0.5 s, and only those
+    assert all(x["label"] == "glass_break" and x["time_to_alarm_ms"] > 500 and x["path"] for x in late), late
+    assert tta["p95"] <= 500 or late, (tta, late)  # a p95 over the bar has an incident behind it
+    assert [x["time_to_alarm_ms"] for x in late] == sorted((x["time_to_alarm_ms"] for x in late), reverse=True)
     first = figures["time_to_alarm_from_first_sound_ms"]  # the loud onset is never before the first sound
     assert tta["p50"] <= first["p50"] and tta["p95"] <= first["p95"], (tta, first)
     # False events are those of the day without the glass break, each with what was playing.

@@ -12,7 +12,8 @@ the event tracker with the model's event settings), as `earwitness detect` strea
   loudest. Many clips hold their recording's own room sound before the break (1 s chunks cut from
   a 5 s recording: up to 0.9 s of it, 20 dB under the shatter, yet "active" by the 25 dB activity
   rule), so the first active sample is often not the break. The time from the first active sample
-  is reported beside it (`time_to_alarm_from_first_sound_ms`).
+  is reported beside it (`time_to_alarm_from_first_sound_ms`). The incidents behind the figures are
+  named by source file: those missed, and those found later than `LATE_S` after the break began.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from earwitness.training.day_plan import DayPlan, DayRenderer, Placed, plan_day
 from earwitness.training.streaming import DetectorView
 
 COLLAR_S = 0.5
+LATE_S = 0.5
+"""An alarm later than this after the break begins is listed by source file (`late_incidents`): the issue's bar."""
 
 
 @dataclass
@@ -276,4 +279,11 @@ def long_day(config, detector, data_dir: str | Path, items: Sequence[Item], hour
              "peak_dbfs": round(r.placed.peak_dbfs, 1), "onset_s": round(r.placed.onset_s, 2),
              "loud_onset_s": round(r.placed.loud_onset_s, 2)}
             for r in results if r.event is None]
+        figures["late_incidents"] = [
+            {"path": r.placed.sound.path, "label": r.label, "condition": r.placed.sound.condition,
+             "peak_dbfs": round(r.placed.peak_dbfs, 1), "onset_s": round(r.placed.onset_s, 2),
+             "time_to_alarm_ms": round(r.time_to_alarm_s * 1000, 1),
+             "loud_onset_after_first_sound_ms": round((r.placed.loud_onset_s - r.placed.onset_s) * 1000, 1)}
+            for r in sorted(found, key=lambda r: -(r.time_to_alarm_s or 0.0))
+            if r.time_to_alarm_s is not None and r.time_to_alarm_s > LATE_S]
     return figures, sources
