@@ -279,11 +279,12 @@ def long_day(config, detector, data_dir: str | Path, items: Sequence[Item], hour
              "peak_dbfs": round(r.placed.peak_dbfs, 1), "onset_s": round(r.placed.onset_s, 2),
              "loud_onset_s": round(r.placed.loud_onset_s, 2)}
             for r in results if r.event is None]
+        late = sorted(((r.time_to_alarm_s, r) for r in found if r.time_to_alarm_s is not None and r.time_to_alarm_s > LATE_S),
+                      key=lambda pair: -pair[0])
         figures["late_incidents"] = [
             {"path": r.placed.sound.path, "label": r.label, "condition": r.placed.sound.condition,
              "peak_dbfs": round(r.placed.peak_dbfs, 1), "onset_s": round(r.placed.onset_s, 2),
-             "time_to_alarm_ms": round(r.time_to_alarm_s * 1000, 1),
+             "time_to_alarm_ms": round(seconds * 1000, 1),
              "loud_onset_after_first_sound_ms": round((r.placed.loud_onset_s - r.placed.onset_s) * 1000, 1)}
-            for r in sorted(found, key=lambda r: -(r.time_to_alarm_s or 0.0))
-            if r.time_to_alarm_s is not None and r.time_to_alarm_s > LATE_S]
+            for seconds, r in late]
     return figures, sources
