@@ -141,6 +141,12 @@ class IncidentResult:
         assert self.placed.sound.label is not None
         return self.placed.sound.label
 
+    def named(self) -> dict:
+        """Which incident this is, for the JSON's lists of missed and late ones."""
+        sound = self.placed.sound
+        return {"path": sound.path, "label": self.label, "condition": sound.condition,
+                "peak_dbfs": round(self.placed.peak_dbfs, 1), "onset_s": round(self.placed.onset_s, 2)}
+
     @property
     def alarm_s(self) -> float | None:
         """When the alarm could be sent: the later of the event's start and its emission."""
@@ -274,17 +280,12 @@ def long_day(config, detector, data_dir: str | Path, items: Sequence[Item], hour
             lb: _percentiles_ms([r.time_to_alarm_s for r in rs if r.event is not None]) for lb, rs in by_label.items()}
         figures["gate"] = _gate_figures(config, log, spans, DayRenderer(data_dir, plan, incidents=True, seed=seed),
                                         results, progress)
-        figures["missed_incidents"] = [
-            {"path": r.placed.sound.path, "label": r.placed.sound.label, "condition": r.placed.sound.condition,
-             "peak_dbfs": round(r.placed.peak_dbfs, 1), "onset_s": round(r.placed.onset_s, 2),
-             "loud_onset_s": round(r.placed.loud_onset_s, 2)}
-            for r in results if r.event is None]
+        figures["missed_incidents"] = [{**r.named(), "loud_onset_s": round(r.placed.loud_onset_s, 2)}
+                                       for r in results if r.event is None]
         late = sorted(((r.time_to_alarm_s, r) for r in found if r.time_to_alarm_s is not None and r.time_to_alarm_s > LATE_S),
                       key=lambda pair: -pair[0])
         figures["late_incidents"] = [
-            {"path": r.placed.sound.path, "label": r.label, "condition": r.placed.sound.condition,
-             "peak_dbfs": round(r.placed.peak_dbfs, 1), "onset_s": round(r.placed.onset_s, 2),
-             "time_to_alarm_ms": round(seconds * 1000, 1),
+            {**r.named(), "time_to_alarm_ms": round(seconds * 1000, 1),
              "loud_onset_after_first_sound_ms": round((r.placed.loud_onset_s - r.placed.onset_s) * 1000, 1)}
             for seconds, r in late]
     return figures, sources
