@@ -232,3 +232,25 @@ def test_time_to_alarm_counts_from_where_the_break_begins_not_from_the_room_soun
     clip[int(0.8 * SAMPLE_RATE):] += (rng.standard_normal(int(0.2 * SAMPLE_RATE)) * 0.1).astype(np.float32)
     assert int(np.argmax(activity(clip))) == 0
     assert abs(loud_onset(clip) / SAMPLE_RATE - 0.8) <= 0.03
+
+
+def test_a_start_rule_replayed_over_the_logged_day_gives_the_long_days_own_figures(tiny_corpus, detector):
+    """`rule_replay` (how the shipped start rule was chosen) counts as the long day does: the model's own
+    rule over the logged windows gives the eval's figures, and a rule no score can meet finds nothing."""
+    from earwitness.training.rule_replay import Rule, log_day, rule_figures
+
+    items = read_manifest(tiny_corpus)
+    config = load_config(None)
+    figures, sources = long_day(config, detector, tiny_corpus, items, hours=0.1, seed=0, progress=False)
+    day = log_day(config, detector, tiny_corpus, items, detector.labels, 0.1, seed=0, progress=False)
+    settings = dict(detector.event_settings["glass_break"])
+    own = Rule(detector.thresholds["glass_break"], settings.get("sustain_ratio"))
+    replayed = rule_figures(day, "glass_break", own, settings)
+    assert replayed["incident_recall"] == figures["incident_recall"]["glass_break"] > 0
+    assert replayed["time_to_alarm_ms"] == figures["time_to_alarm_ms_by_label"]["glass_break"]
+    assert replayed["false_alarms_per_24h"] == figures["false_alarms_per_24h"]["glass_break"]
+    assert replayed["false_alarm_sources"] == [s["path"] for s in sources["glass_break"]]
+    never = rule_figures(day, "glass_break", Rule(1.5), settings)  # over 1: no score meets it
+    assert never["incident_recall"] == 0 and never["false_alarms_per_24h"] == 0
+    assert never["time_to_alarm_ms"] == {"p50": None, "p95": None}
+    assert Rule.parse("0.993:0.955") == Rule(0.993, 0.955) and str(Rule.parse("0.99")) == "0.99"
