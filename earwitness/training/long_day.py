@@ -158,6 +158,13 @@ class IncidentResult:
         return None if self.alarm_s is None else self.alarm_s - self.placed.loud_onset_s
 
 
+def incident_spans(plan: DayPlan, items: Sequence[Item]) -> list[tuple[int, int]]:
+    """The samples each incident can reach (its clip, up to its longest placement, and a window after it):
+    windows outside them are the same in the day with and without incidents (`Replay`)."""
+    durations = {it.path: it.duration_s for it in items}
+    return [(s.start, s.start + int((min(durations[s.path], s.max_s) + 1.0) * SAMPLE_RATE)) for s in plan.incidents]
+
+
 def match_incidents(placed: list[Placed], events: list[DayEvent]) -> list[IncidentResult]:
     """Each incident with the first unused event of its label that starts within its span."""
     used: set[int] = set()
@@ -194,7 +201,7 @@ def _gate_figures(config, log: ScoreLog, spans: list[tuple[int, int]], day: DayR
         "settings": gated.gate.model_dump(exclude={"enabled"}),
         "incident_recall": {lb: recall(results, lb) for lb in labels},
         "incident_recall_without": {lb: recall(without, lb) for lb in labels},
-        "time_to_alarm_ms": _percentiles_ms([r.time_to_alarm_s for r in results if r.event is not None]),
+        "time_to_alarm_ms": percentiles_ms([r.time_to_alarm_s for r in results if r.event is not None]),
         "model_windows_share": round(shares[0], 4),
         "missed_only_with_gate": [
             {"path": r.placed.sound.path, "label": r.placed.sound.label, "condition": r.placed.sound.condition,
@@ -203,7 +210,7 @@ def _gate_figures(config, log: ScoreLog, spans: list[tuple[int, int]], day: DayR
     }
 
 
-def _percentiles_ms(times: list[float | None]) -> dict[str, float | None]:
+def percentiles_ms(times: list[float | None]) -> dict[str, float | None]:
     """p50 and p95 in ms of the times that are known."""
     values = [t for t in times if t is not None]
     if not values:
@@ -256,8 +263,7 @@ def long_day(config, detector, data_dir: str | Path, items: Sequence[Item], hour
     }
     if plan.incidents:
         with_incidents = DayRenderer(data_dir, plan, incidents=True, seed=seed)
-        durations = {it.path: it.duration_s for it in items}
-        spans = [(s.start, s.start + int((min(durations[s.path], s.max_s) + 1.0) * SAMPLE_RATE)) for s in plan.incidents]
+        spans = incident_spans(plan, items)
         events = stream_day(config, Replay(log, spans), with_incidents, progress=progress, desc="long day with incidents")
         results = match_incidents(with_incidents.placed, events)
         found = [r for r in results if r.event is not None]
@@ -265,8 +271,8 @@ def long_day(config, detector, data_dir: str | Path, items: Sequence[Item], hour
         for r in results:
             by_label.setdefault(r.label, []).append(r)
         figures["incident_recall"] = {lb: round(sum(r.event is not None for r in rs) / len(rs), 4) for lb, rs in by_label.items()}
-        figures["time_to_alarm_ms"] = _percentiles_ms([r.time_to_alarm_s for r in found])
-        figures["time_to_alarm_from_first_sound_ms"] = _percentiles_ms(
+        figures["time_to_alarm_ms"] = percentiles_ms([r.time_to_alarm_s for r in found])
+        figures["time_to_alarm_from_first_sound_ms"] = percentiles_ms(
             [r.alarm_s - r.placed.onset_s for r in found if r.alarm_s is not None])
         figures["incidents"] = {lb: len(rs) for lb, rs in by_label.items()}
         figures["incident_recall_by_condition"] = {
@@ -274,10 +280,10 @@ def long_day(config, detector, data_dir: str | Path, items: Sequence[Item], hour
                  for cond in ("snr", "quiet") if any(r.placed.sound.condition == cond for r in rs)}
             for lb, rs in by_label.items()}
         figures["time_to_alarm_parts_ms"] = {
-            "start": _percentiles_ms([r.event.start_s - r.placed.loud_onset_s for r in found if r.event is not None]),
-            "emitted": _percentiles_ms([r.event.emitted_s - r.placed.loud_onset_s for r in found if r.event is not None])}
+            "start": percentiles_ms([r.event.start_s - r.placed.loud_onset_s for r in found if r.event is not None]),
+            "emitted": percentiles_ms([r.event.emitted_s - r.placed.loud_onset_s for r in found if r.event is not None])}
         figures["time_to_alarm_ms_by_label"] = {
-            lb: _percentiles_ms([r.time_to_alarm_s for r in rs if r.event is not None]) for lb, rs in by_label.items()}
+            lb: percentiles_ms([r.time_to_alarm_s for r in rs if r.event is not None]) for lb, rs in by_label.items()}
         figures["gate"] = _gate_figures(config, log, spans, DayRenderer(data_dir, plan, incidents=True, seed=seed),
                                         results, progress)
         figures["missed_incidents"] = [{**r.named(), "loud_onset_s": round(r.placed.loud_onset_s, 2)}

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from earwitness import SAMPLE_RATE
 from earwitness.core.windows import Detection, Window
 from earwitness.training.data import Item
 from earwitness.training.day_plan import DayPlan, DayRenderer, Placed, plan_day
@@ -24,7 +23,9 @@ from earwitness.training.long_day import (
     DayEvent,
     Replay,
     ScoreLog,
+    incident_spans,
     match_incidents,
+    percentiles_ms,
     source_of,
     stream_day,
 )
@@ -92,10 +93,8 @@ def log_day(config, detector, data_dir: str | Path, items: Sequence[Item], label
     without = _Observed(log)
     stream_day(config, without, clean, progress=progress, desc=f"day {seed}")
     log.freeze()
-    durations = {it.path: it.duration_s for it in items}
-    spans = [(s.start, s.start + int((min(durations[s.path], s.max_s) + 1.0) * SAMPLE_RATE)) for s in plan.incidents]
     day = DayRenderer(data_dir, plan, incidents=True, seed=seed)
-    with_incidents = _Observed(Replay(log, spans))
+    with_incidents = _Observed(Replay(log, incident_spans(plan, items)))
     stream_day(config, with_incidents, day, progress=progress, desc=f"day {seed} with incidents")
     return LoggedDay(seed, plan, without, with_incidents, clean.placed, day.placed)
 
@@ -135,13 +134,12 @@ def rule_figures(day: LoggedDay, label: str, rule: Rule, settings: dict[str, flo
     false_events = replay(day.without, label, rule, settings)
     results = [r for r in match_incidents(day.incidents, replay(day.with_incidents, label, rule, settings))
                if r.label == label]
-    times = [r.time_to_alarm_s for r in results if r.time_to_alarm_s is not None]
+    found = [r for r in results if r.event is not None]
     return {
         "false_alarms_per_24h": round(len(false_events) * 24 / day.plan.hours, 3),
         "false_alarm_sources": [source_of(day.plan, day.household, e) for e in false_events],
-        "incident_recall": round(len(times) / len(results), 4) if results else None,
-        "time_to_alarm_ms": {p: round(float(np.percentile(times, q)) * 1000, 1) if times else None
-                             for p, q in (("p50", 50), ("p95", 95))},
+        "incident_recall": round(len(found) / len(results), 4) if results else None,
+        "time_to_alarm_ms": percentiles_ms([r.time_to_alarm_s for r in found]),
     }
 
 
