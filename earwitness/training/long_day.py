@@ -18,13 +18,14 @@ the event tracker with the model's event settings), as `earwitness detect` strea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from earwitness import SAMPLE_RATE
+from earwitness.core.events import EventChange
 from earwitness.core.windows import Detection, Window
 from earwitness.training.data import Item
 from earwitness.training.day_plan import DayPlan, DayRenderer, Placed, plan_day
@@ -42,6 +43,23 @@ class DayEvent:
     end_s: float
     peak: float
     emitted_s: float  # stream time at which the start was emitted
+
+
+class DayEvents:
+    """The events a tracker raised, as it ends them, each with the stream time its start was emitted at:
+    `observed_until()`, the end of the newest window the tracker had seen then."""
+
+    def __init__(self, observed_until: Callable[[], float]) -> None:
+        self.observed_until = observed_until
+        self.events: list[DayEvent] = []
+        self._emitted: dict[str, float] = {}
+
+    def __call__(self, change: EventChange) -> None:
+        if change.type == "start":
+            self._emitted[change.event.id] = self.observed_until()
+        elif change.type == "end":
+            e = change.event
+            self.events.append(DayEvent(e.label, e.start_s, e.end_s or e.start_s, e.score, self._emitted[e.id]))
 
 
 class ScoreLog(DetectorView):
@@ -105,20 +123,11 @@ def stream_day(config, detector, renderer: DayRenderer, chunk_s: float = 10.0, p
     `shares` gets the share of the windows the detector ran on (below 1 with the energy gate)."""
     from tqdm import tqdm
 
-    from earwitness.core.events import EventChange, SourceInfo
+    from earwitness.core.events import SourceInfo
     from earwitness.daemon.pipeline import Pipeline
 
-    emitted: dict[str, float] = {}
-    events: list[DayEvent] = []
-
-    def on_change(change: EventChange) -> None:
-        if change.type == "start":
-            emitted[change.event.id] = pipeline.observed_until_s
-        elif change.type == "end":
-            e = change.event
-            events.append(DayEvent(e.label, e.start_s, e.end_s or e.start_s, e.score, emitted[e.id]))
-
-    pipeline = Pipeline(SourceInfo("long-day", "eval"), config, [detector, *after], on_change)
+    collected = DayEvents(lambda: pipeline.observed_until_s)
+    pipeline = Pipeline(SourceInfo("long-day", "eval"), config, [detector, *after], collected)
     with tqdm(total=renderer.plan.samples // SAMPLE_RATE, desc=f"{desc} (s of audio)", unit="s",
               disable=not progress) as bar:
         for chunk in renderer.chunks(chunk_s):
@@ -127,7 +136,7 @@ def stream_day(config, detector, renderer: DayRenderer, chunk_s: float = 10.0, p
     pipeline.finish()
     if shares is not None:
         shares.append(pipeline.windows_scored / max(1, pipeline.windows_seen))
-    return events
+    return collected.events
 
 
 @dataclass

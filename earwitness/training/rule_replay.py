@@ -21,6 +21,7 @@ from earwitness.training.data import Item
 from earwitness.training.day_plan import DayPlan, DayRenderer, Placed, plan_day
 from earwitness.training.long_day import (
     DayEvent,
+    DayEvents,
     Replay,
     ScoreLog,
     incident_spans,
@@ -103,30 +104,21 @@ def replay(observed: _Observed, label: str, rule: Rule, settings: dict[str, floa
     """The label's events over the logged windows, by the real tracker under `rule` (other event
     settings: `settings`, the model's for the label)."""
     from earwitness.config import EventsConfig
-    from earwitness.core.events import EventChange, SourceInfo
+    from earwitness.core.events import SourceInfo
     from earwitness.detectors.tracker import EventTracker
 
-    events: list[DayEvent] = []
-    emitted: dict[str, float] = {}
-    observed_until = [0.0]
-
-    def on_change(change: EventChange) -> None:
-        if change.type == "start":
-            emitted[change.event.id] = observed_until[0]
-        elif change.type == "end":
-            e = change.event
-            events.append(DayEvent(e.label, e.start_s, e.end_s or e.start_s, e.score, emitted[e.id]))
-
+    observed_until = 0.0
+    collected = DayEvents(lambda: observed_until)
     recommended = {k: v for k, v in settings.items() if k != "sustain_ratio"}
     if rule.sustain_ratio is not None:
         recommended["sustain_ratio"] = rule.sustain_ratio
     tracker = EventTracker(SourceInfo("replay", "long day"), "replay", EventsConfig(), {label: rule.threshold},
-                           {label: "replay"}, {label: recommended}, datetime(2026, 1, 1), on_change)
+                           {label: "replay"}, {label: recommended}, datetime(2026, 1, 1), collected)
     for at_s, end_s, score in zip(observed.at_s, observed.end_s, observed.scores(label).tolist()):
-        observed_until[0] = end_s
+        observed_until = end_s
         tracker.observe({label: score}, at_s, end_s)
     tracker.finish()
-    return events
+    return collected.events
 
 
 def rule_figures(day: LoggedDay, label: str, rule: Rule, settings: dict[str, float]) -> dict:
