@@ -99,3 +99,31 @@ def test_eval_writes_the_metrics_shape(shared_data, tmp_path):
     assert set(day["false_alarms_per_24h"]) == {*m["labels"], "anomaly"} and day["false_alarms_per_24h"]["anomaly"] is None
     assert set(day["false_alarm_sources"]) == {"anomaly"}
     assert {"incident_recall", "time_to_alarm_ms"} <= set(day) and set(day["time_to_alarm_ms"]) == {"p50", "p95"}
+
+
+def test_train_and_eval_refuse_what_they_cannot_read_before_a_run_starts(tmp_path, capsys):
+    """A corpus without its manifest, a model that is not there or is not a model, a config that does not
+    validate, a missing starting model: one line naming the option, status 2, no traceback, nothing written."""
+    from earwitness.cli import main
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "manifest.csv").write_text("path,class,source,original_path,licence,group_id,duration_s\n")
+    (tmp_path / "garbage.json").write_text("[1, 2]")
+    (tmp_path / "garbage.onnx").write_bytes(b"not a model")
+    (tmp_path / "bad.yaml").write_text("windows: {hop_s: -1}\n")
+    out = tmp_path / "out"
+    cases = [
+        (["eval", "--data", str(tmp_path / "nowhere")], "--data"),
+        (["eval", "--data", str(corpus), "--model", str(tmp_path / "missing.json")], "--model"),
+        (["eval", "--data", str(corpus), "--model", str(tmp_path / "garbage.json")], "--model"),
+        (["eval", "--data", str(corpus), "--labels", "glass_break", "no_such_label"], "--labels"),
+        (["eval", "--data", str(corpus), "--config", str(tmp_path / "bad.yaml"), "--out", str(out / "m.json")],
+         "windows.hop_s"),
+        (["train", "--data", str(corpus), "--out", str(out), "--init", str(tmp_path / "missing.pt")], "--init"),
+    ]
+    for argv, named in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"earwitness {argv[0]}: ") and named in err and "Traceback" not in err, (argv, err)
+    assert not out.exists()
