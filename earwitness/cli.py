@@ -284,6 +284,11 @@ def _install_service(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from earwitness import bench
 
+    if args.windows < 1 or args.listen_s < 2 * bench.WARM_UP_S:
+        # The listening figures are taken after a warm-up, so there must be audio past it.
+        print(f"earwitness bench: --windows must be at least 1 and --listen-s at least {2 * bench.WARM_UP_S:g} "
+              f"(the first {bench.WARM_UP_S:g} s are a warm-up)", file=sys.stderr)
+        return 2
     configure_logging("warning")
     bench.main(args.json, args.data, args.yamnet, args.windows, args.listen_s)
     return 0

@@ -32,3 +32,14 @@ def test_bench_writes_every_figure(tmp_path: Path, shared_data: Path) -> None:
     assert figures["gate_events_received"] >= 2, "the energy gate lets the glass breaks through"
     assert all(isinstance(figures[key], (int, float)) for key in KEYS - {"yamnet_ms_per_window"})
     assert "latency_ms_p95" in result.stdout
+
+
+@pytest.mark.parametrize("argv", [["--listen-s", "5"], ["--windows", "0"]])
+def test_bench_refuses_a_run_too_short_to_measure(tmp_path: Path, argv: list[str]) -> None:
+    """Too little audio to get past the warm-up, or no window to time: a one-line error and status 2, not a
+    traceback minutes into the run."""
+    done = subprocess.run(earwitness_command("bench", "--json", str(tmp_path / "b.json"), *argv),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("earwitness bench: ") and "Traceback" not in done.stderr
+    assert not (tmp_path / "b.json").exists()
