@@ -28,7 +28,7 @@ def load_detectors(detectors: Sequence[DetectorConfig], origin: str, build: bool
     for index, config in enumerate(detectors):
         key = f"{origin}: detectors[{index}]"
         if isinstance(config, ClassifierDetectorConfig):
-            scored = _check_classifier(config, key)
+            scored = check_model(config.model, config.labels, f"{key}.model", f"{key}.labels")
             if not build:
                 labels.extend(scored)
                 continue
@@ -72,22 +72,23 @@ def check_resources(config: Config, origin: str, build: bool = True) -> list[str
     return labels
 
 
-def _check_classifier(config: ClassifierDetectorConfig, key: str) -> tuple[str, ...]:
-    """The model's metadata and weights are there and know the configured labels; returns the labels it scores."""
+def check_model(model: Path | None, labels: Sequence[str] | None, model_key: str, labels_key: str) -> tuple[str, ...]:
+    """The model's metadata and weights are there and know `labels`; returns the labels it scores.
+    Raises ConfigError naming `model_key` or `labels_key` (a config key, or a command's option)."""
     from earwitness.detectors.classifier import load_metadata, scored_labels
 
     try:
-        path, meta = load_metadata(config.model)
+        path, meta = load_metadata(model)
         known = set(meta["labels"])
         weights = path.with_suffix(".onnx")
         if not weights.is_file():
             raise FileNotFoundError(errno.ENOENT, "no model weights", str(weights))
     except Exception as error:
-        raise ConfigError(f"{key}.model: cannot load: {_reason(error)}") from None
-    unknown = sorted(set(config.labels or []) - known)
+        raise ConfigError(f"{model_key}: cannot load: {_reason(error)}") from None
+    unknown = sorted(set(labels or []) - known)
     if unknown:
-        raise ConfigError(f"{key}.labels: model {path.name} has no label(s) {', '.join(unknown)}")
-    return scored_labels(meta, config.labels)
+        raise ConfigError(f"{labels_key}: model {path.name} has no label(s) {', '.join(unknown)}")
+    return scored_labels(meta, labels)
 
 
 def _readable(path: Path, key: str) -> None:

@@ -68,31 +68,28 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
-def input_problems(data: Path, model: Path | None = None, labels: Sequence[str] | None = None,
-                   config: Path | None = None, files: Sequence[tuple[str, Path]] = ()) -> list[str]:
+def corpus_problems(data: Path, files: Sequence[tuple[str, Path]] = ()) -> list[str]:
     """What a command could not read, each naming its option: found before a run of minutes, not in its middle."""
+    problems = [] if (data / "manifest.csv").is_file() else [
+        f"--data {data}: no manifest.csv there (a corpus laid out as ../shared/data)"]
+    return problems + [f"{option} {path}: no such file" for option, path in files if not path.is_file()]
+
+
+def model_problems(model: Path | None, labels: Sequence[str] | None, config: Path | None) -> list[str]:
+    """The model to score and the config to stream with, checked as the daemon checks them at a reload."""
     from earwitness.config import load_config
     from earwitness.core.errors import ConfigError
-    from earwitness.detectors.classifier import load_metadata
+    from earwitness.daemon.resources import check_model
 
     problems = []
-    if not (data / "manifest.csv").is_file():
-        problems.append(f"--data {data}: no manifest.csv there (a corpus laid out as ../shared/data)")
     try:
-        path, meta = load_metadata(model)
-        if not path.with_suffix(".onnx").is_file():
-            problems.append(f"--model {path}: no {path.with_suffix('.onnx').name} beside it")
-        unknown = sorted(set(labels or ()) - set(meta["labels"]))
-        if unknown:
-            problems.append(f"--labels: the model {path.name} has no label(s) {', '.join(unknown)}")
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        reason = f"{error.strerror}: {error.filename}" if isinstance(error, OSError) and error.filename else error
-        problems.append(f"--model {model}: not a model's .json ({reason})")
+        check_model(model, labels, "--model", "--labels")
+    except ConfigError as error:
+        problems.append(str(error))
     try:
         load_config(config)
     except ConfigError as error:
         problems.append(f"--config: {error}")
-    problems += [f"{option} {path}: no such file" for option, path in files if not path.is_file()]
     return problems
 
 
@@ -108,9 +105,9 @@ def _train(args: argparse.Namespace) -> int:
     from earwitness.training.yamnet import default_model_dir
 
     teacher = (args.teacher or default_model_dir(args.data)) / "yamnet.tflite"
-    files = [("--teacher", teacher), *((option, path) for option, path in (("--init", args.init),
-                                                                             ("--elder", args.elder)) if path)]
-    if refused("earwitness train", input_problems(args.data, files=files)):
+    files = [(option, path) for option, path in (("--teacher", teacher), ("--init", args.init), ("--elder", args.elder))
+             if path is not None]
+    if refused("earwitness train", corpus_problems(args.data, files)):
         return 2
     train(args.data, args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
           val_fraction=args.val_fraction, workers=args.workers, cache_dir=args.cache_dir or None,
@@ -125,7 +122,7 @@ def _eval(args: argparse.Namespace) -> int:
     from earwitness.training.yamnet import default_model_dir
 
     files = [("--baseline", default_model_dir(args.data) / "yamnet.tflite")] if args.baseline else []
-    if refused("earwitness eval", input_problems(args.data, args.model, args.labels, args.config, files)):
+    if refused("earwitness eval", corpus_problems(args.data, files) + model_problems(args.model, args.labels, args.config)):
         return 2
     result = evaluate(args.data, args.model, args.out, args.plot, args.baseline, args.config, args.all_groups,
                       args.labels, args.limit, long_day_hours=args.long_day_hours, seed=args.seed)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from earwitness.core.windows import Detection, Window
-from earwitness.training.commands import input_problems, refused
+from earwitness.training.commands import corpus_problems, model_problems, refused
 from earwitness.training.data import Item
 from earwitness.training.day_plan import DayPlan, DayRenderer, Placed, plan_day
 from earwitness.training.long_day import (
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="seeds of the days (eval's --seed)")
     p.add_argument("--hours", type=float, default=24.0, help="length of each day")
     args = p.parse_args(argv)
-    if refused(p.prog, input_problems(args.data, args.model, args.labels, args.config)):
+    if refused(p.prog, corpus_problems(args.data) + model_problems(args.model, args.labels, args.config)):
         return 2
 
     configure_logging("warning")
