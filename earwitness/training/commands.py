@@ -102,9 +102,9 @@ def refused(command: str, problems: list[str]) -> bool:
 
 def _train(args: argparse.Namespace) -> int:
     from earwitness.training.train import train
-    from earwitness.training.yamnet import default_model_dir
+    from earwitness.training.yamnet import MODEL_FILE, model_dir_or_default
 
-    teacher = (args.teacher or default_model_dir(args.data)) / "yamnet.tflite"
+    teacher = model_dir_or_default(args.teacher, args.data) / MODEL_FILE
     files = [(option, path) for option, path in (("--teacher", teacher), ("--init", args.init), ("--elder", args.elder))
              if path is not None]
     if refused("earwitness train", corpus_problems(args.data, files)):
@@ -119,9 +119,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from earwitness.training.evaluate import evaluate
-    from earwitness.training.yamnet import default_model_dir
+    from earwitness.training.yamnet import MODEL_FILE, default_model_dir
 
-    files = [("--baseline", default_model_dir(args.data) / "yamnet.tflite")] if args.baseline else []
+    files = [("--baseline", default_model_dir(args.data) / MODEL_FILE)] if args.baseline else []
     if refused("earwitness eval", corpus_problems(args.data, files) + model_problems(args.model, args.labels, args.config)):
         return 2
     result = evaluate(args.data, args.model, args.out, args.plot, args.baseline, args.config, args.all_groups,

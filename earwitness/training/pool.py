@@ -16,7 +16,7 @@ import numpy as np
 
 from earwitness.training.data import AudioCache, Item
 from earwitness.training.dataset import WindowSampler
-from earwitness.training.yamnet import YAMNET_SAMPLES
+from earwitness.training.yamnet import MODEL_FILE, YAMNET_SAMPLES
 
 CHUNK = 256
 _CACHES: dict[tuple[str, str | None], AudioCache] = {}
@@ -50,7 +50,7 @@ class Teacher:
     def __init__(self, model_dir: str | Path) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=str(Path(model_dir) / "yamnet.tflite"), num_threads=1)
+        self.interpreter = Interpreter(model_path=str(Path(model_dir) / MODEL_FILE), num_threads=1)
         self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]["index"]
         self._output = self.interpreter.get_output_details()[0]["index"]

@@ -36,7 +36,7 @@ from earwitness.training.metrics import roc_auc
 from earwitness.training.pool import Pool, build_pool
 from earwitness.training.scorer import TorchScorer
 from earwitness.training.torch_frontend import LogMelFrontend
-from earwitness.training.yamnet import default_model_dir
+from earwitness.training.yamnet import model_dir_or_default
 
 DEFAULT_LABELS = tuple(LABEL_CLASSES)
 MIN_GROUPS = 10  # a real label needs at least this many distinct recordings in the corpus
@@ -211,7 +211,7 @@ def train(
     torch.manual_seed(seed)
     np.random.seed(seed)
     torch.set_num_threads(max(1, os.cpu_count() or 2))
-    teacher_dir = Path(teacher_dir) if teacher_dir else default_model_dir(data)
+    teacher_dir = model_dir_or_default(teacher_dir, data)
 
     items = read_manifest(data)
     holdout = holdout_groups_from_sources(data) | set(DEFAULT_HOLDOUT_GROUPS)

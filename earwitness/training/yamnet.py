@@ -26,6 +26,9 @@ LABEL_CLASSES = {
 }
 
 
+MODEL_FILE = "yamnet.tflite"
+
+
 def default_model_dir(data_dir: str | Path | None = None) -> Path:
     """../shared/models/yamnet next to a data dir (../shared/data), else relative to the cwd."""
     if data_dir is not None:
@@ -33,6 +36,11 @@ def default_model_dir(data_dir: str | Path | None = None) -> Path:
         if cand.exists():
             return cand
     return Path("../shared/models/yamnet")
+
+
+def model_dir_or_default(model_dir: str | Path | None, data_dir: str | Path | None) -> Path:
+    """`model_dir` when given, else the default next to `data_dir`: where train's teacher is read from."""
+    return Path(model_dir) if model_dir else default_model_dir(data_dir)
 
 
 class YamnetDetector:
@@ -47,7 +55,7 @@ class YamnetDetector:
         from ai_edge_litert.interpreter import Interpreter
 
         model_dir = Path(model_dir)
-        self.interpreter = Interpreter(model_path=str(model_dir / "yamnet.tflite"), num_threads=1)
+        self.interpreter = Interpreter(model_path=str(model_dir / MODEL_FILE), num_threads=1)
         self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
